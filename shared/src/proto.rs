@@ -1,0 +1,252 @@
+//! The module<->sidecar wire protocol: length-prefixed, versioned frames over
+//! a Unix socket, each carrying a request id so many requests are in flight
+//! on one connection and complete in any order.
+//!
+//! Frame: `u32 len (BE) | u8 version | u64 id (BE) | payload`, where `len`
+//! counts everything after itself and the payload is one JSON-encoded message
+//! ([`Request`] from the module, [`Response`] from the sidecar). JSON values
+//! ride inside as raw JSON text, never re-encoded.
+//!
+//! A connection opens with [`Hello`] / [`HelloOk`]; a peer that sends
+//! anything else first is dropped. Id 0 is reserved for messages the sidecar
+//! sends on its own ([`SnapshotStored`] after a background snapshot).
+//!
+//! The decoder never trusts a length: frames above the limit or below the
+//! header size are rejected before any allocation, and bodies are read
+//! incrementally.
+
+use std::io::{self, Read as _};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::LakeError;
+
+/// Protocol version carried in every frame and in the handshake.
+pub const VERSION: u8 = 1;
+/// Magic string of the handshake.
+pub const MAGIC: &str = "lake";
+/// Bytes after the length prefix that every frame has (version + id).
+pub const HEADER_BYTES: usize = 1 + 8;
+/// Largest frame accepted by default (a value of the maximum size, plus room).
+pub const MAX_FRAME_BYTES: usize = 512 * 1024 * 1024;
+/// The request id of unsolicited sidecar messages.
+pub const UNSOLICITED_ID: u64 = 0;
+
+/// First message on every connection, from the module.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: String,
+    pub version: u8,
+}
+
+/// Store one delta body. The uuid is chosen by the module, so a retried
+/// upload overwrites the same object instead of creating a second one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Put {
+    pub catalog: String,
+    pub uuid: String,
+    pub field: String,
+    pub mode: String,
+    pub value: Box<RawValue>,
+}
+
+/// A snapshot as named in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapRef {
+    pub uuid: String,
+    pub covers: i64,
+}
+
+/// A delta as named in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaRef {
+    pub uuid: String,
+    pub field: String,
+    pub stamp: i64,
+}
+
+/// Whether the sidecar should build a snapshot from this read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotPolicy {
+    /// Build none.
+    Never,
+    /// Build and store one before answering; the answer names it.
+    Now,
+    /// Answer first, then build and store one and announce it with
+    /// [`SnapshotStored`].
+    Background,
+}
+
+/// Merge a snapshot (or `{}`) with the deltas after it, in the given order.
+/// Everything was read from the index in one command execution.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Read {
+    pub catalog: String,
+    pub path: Option<String>,
+    pub base: Option<SnapRef>,
+    pub deltas: Vec<DeltaRef>,
+    pub snapshot: SnapshotPolicy,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Hello(Hello),
+    Put(Put),
+    Read(Read),
+}
+
+/// Handshake accepted.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HelloOk {
+    pub version: u8,
+}
+
+/// The delta body is durably stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Stored {}
+
+/// The merged document (or the value at the read's path; `None` when the path
+/// is absent), and the snapshot stored from it when one was asked for `Now`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Doc {
+    pub json: Option<Box<RawValue>>,
+    pub snapshot: Option<SnapRef>,
+}
+
+/// A background snapshot is stored and may be committed to the index.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotStored {
+    pub catalog: String,
+    pub snap: SnapRef,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    HelloOk(HelloOk),
+    Stored(Stored),
+    Doc(Doc),
+    SnapshotStored(SnapshotStored),
+    Error(LakeError),
+}
+
+/// Encodes one frame.
+pub fn encode<T: Serialize>(id: u64, msg: &T) -> Vec<u8> {
+    let mut out = vec![0u8; 4 + HEADER_BYTES];
+    // Serialising these types cannot fail: all keys are strings and raw values
+    // were validated when they were built.
+    let _ = serde_json::to_writer(&mut out, msg);
+    let len = (out.len() - 4) as u32;
+    out[0..4].copy_from_slice(&len.to_be_bytes());
+    out[4] = VERSION;
+    out[5..13].copy_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// Checks a frame's length prefix; returns the number of bytes that follow
+/// the fixed header.
+pub fn check_len(len: u32, max: usize) -> Result<usize, LakeError> {
+    let len = len as usize;
+    if len < HEADER_BYTES {
+        return Err(LakeError::invalid(format!("frame too short ({len} bytes)")));
+    }
+    if len > max {
+        return Err(LakeError::invalid(format!("frame of {len} bytes exceeds the limit of {max}")));
+    }
+    Ok(len - HEADER_BYTES)
+}
+
+/// Parses the version and id that follow the length prefix.
+pub fn parse_header(h: &[u8; HEADER_BYTES]) -> Result<u64, LakeError> {
+    if h[0] != VERSION {
+        return Err(LakeError::invalid(format!(
+            "protocol version {} is not supported (expected {VERSION})",
+            h[0]
+        )));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&h[1..9]);
+    Ok(u64::from_be_bytes(id))
+}
+
+/// Decodes a payload into a message.
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, LakeError> {
+    serde_json::from_slice(payload).map_err(|e| LakeError::invalid(format!("malformed frame payload: {e}")))
+}
+
+/// Reads one frame from a blocking reader: `Ok(None)` on a clean end of
+/// stream before a frame starts.
+pub fn read_frame<R: io::Read>(r: &mut R, max: usize) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let body = check_len(u32::from_be_bytes(len), max).map_err(to_io)?;
+    let mut header = [0u8; HEADER_BYTES];
+    r.read_exact(&mut header)?;
+    let id = parse_header(&header).map_err(to_io)?;
+    let mut payload = Vec::new();
+    r.take(body as u64).read_to_end(&mut payload)?;
+    if payload.len() != body {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame"));
+    }
+    Ok(Some((id, payload)))
+}
+
+fn to_io(e: LakeError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_put_and_doc() {
+        let put = Request::Put(Put {
+            catalog: "users".into(),
+            uuid: "u".into(),
+            field: "a.b".into(),
+            mode: "set".into(),
+            value: RawValue::from_string(r#"{"first":"John"}"#.into()).unwrap(),
+        });
+        let frame = encode(7, &put);
+        let (id, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES).unwrap().unwrap();
+        assert_eq!(id, 7);
+        match decode::<Request>(&payload).unwrap() {
+            Request::Put(p) => assert_eq!(p.value.get(), r#"{"first":"John"}"#),
+            other => panic!("{other:?}"),
+        }
+        let doc = Response::Doc(Doc {
+            json: Some(RawValue::from_string("[1,2]".into()).unwrap()),
+            snapshot: None,
+        });
+        let frame = encode(9, &doc);
+        let (_, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES).unwrap().unwrap();
+        match decode::<Response>(&payload).unwrap() {
+            Response::Doc(d) => assert_eq!(d.json.unwrap().get(), "[1,2]"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_oversize_short_and_wrong_version() {
+        let mut big = (u32::MAX).to_be_bytes().to_vec();
+        big.extend([VERSION; 9]);
+        assert!(read_frame(&mut big.as_slice(), 1024).is_err());
+        let short = 3u32.to_be_bytes();
+        assert!(read_frame(&mut short.as_slice(), 1024).is_err());
+        let mut frame = encode(1, &Request::Hello(Hello { magic: MAGIC.into(), version: VERSION }));
+        frame[4] = 99;
+        assert!(read_frame(&mut frame.as_slice(), 1024).is_err());
+    }
+
+    #[test]
+    fn truncated_and_empty_streams() {
+        assert!(read_frame(&mut [].as_slice(), 1024).unwrap().is_none());
+        let frame = encode(1, &Request::Hello(Hello { magic: MAGIC.into(), version: VERSION }));
+        assert!(read_frame(&mut &frame[..frame.len() - 2], 1024).is_err());
+    }
+}
