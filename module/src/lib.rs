@@ -1,0 +1,98 @@
+//! liblake.so: the Lake Redis module. A thin shell: argument parsing, command
+//! registration and handlers; the logic lives in `lake-shared` and the
+//! sidecar.
+//!
+//! Commands declare the catalog argument as their key (first=last=1, step 1),
+//! so Redis Cluster routes them to the slot of `catalog:{<name>}` and ACL key
+//! patterns apply to catalog names. Handlers never panic across the FFI
+//! boundary: each runs under `catch_unwind` and replies an error instead.
+
+mod client;
+mod commands;
+mod config;
+mod reply;
+
+use redis_module::{redis_module, Context, RedisResult, RedisString, Status};
+
+mod state {
+    //! Process-wide state, set once at load.
+    use std::sync::OnceLock;
+
+    use lake_shared::LakeError;
+
+    use crate::client::Client;
+    use crate::config::Config;
+
+    pub static CONFIG: OnceLock<Config> = OnceLock::new();
+    pub static CLIENT: OnceLock<Client> = OnceLock::new();
+
+    pub fn config() -> Result<&'static Config, LakeError> {
+        CONFIG
+            .get()
+            .ok_or_else(|| LakeError::internal("module not initialised"))
+    }
+
+    pub fn client() -> Result<&'static Client, LakeError> {
+        CLIENT
+            .get()
+            .ok_or_else(|| LakeError::internal("module not initialised"))
+    }
+}
+
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    let cfg = match config::Config::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.log_warning(&format!("lake: {}", e.message));
+            return Status::Err;
+        }
+    };
+    let client =
+        match client::Client::start(cfg.socket.clone(), cfg.timeout, commands::on_unsolicited) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.log_warning(&format!("lake: cannot start channel threads: {e}"));
+                return Status::Err;
+            }
+        };
+    ctx.log_notice(&format!(
+        "lake: sidecar socket {}, timeout {} ms, snapshot-every {}",
+        cfg.socket.display(),
+        cfg.timeout.as_millis(),
+        cfg.snapshot_every
+    ));
+    let _ = state::CONFIG.set(cfg);
+    let _ = state::CLIENT.set(client);
+    Status::Ok
+}
+
+fn guard(
+    name: &str,
+    f: fn(&Context, Vec<RedisString>) -> RedisResult,
+    ctx: &Context,
+    args: Vec<RedisString>,
+) -> RedisResult {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx, args)))
+        .unwrap_or_else(|_| Err(reply::panicked(name)))
+}
+
+fn lake_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.WRITE", commands::write, ctx, args)
+}
+
+fn lake_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.READ", commands::read, ctx, args)
+}
+
+redis_module! {
+    name: "lake",
+    version: 1,
+    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    data_types: [],
+    init: init,
+    commands: [
+        ["lake.write", lake_write, "write deny-oom", 1, 1, 1, ""],
+        ["lake.read", lake_read, "readonly", 1, 1, 1, ""],
+    ],
+}

@@ -80,7 +80,14 @@ mod tests {
     #[test]
     fn accepted_names() {
         let long = "a".repeat(128);
-        for n in ["users", "tenantA/users", "v3.0.0-alpha.1", "_x", long.as_str(), "a/b/c_1"] {
+        for n in [
+            "users",
+            "tenantA/users",
+            "v3.0.0-alpha.1",
+            "_x",
+            long.as_str(),
+            "a/b/c_1",
+        ] {
             assert!(validate(n).is_ok(), "{n} should be accepted");
         }
     }
@@ -89,8 +96,22 @@ mod tests {
     fn rejected_names() {
         let long = "a".repeat(129);
         for n in [
-            "", "a:b", "a{b}", "a b", "/x", "x/", "x//y", ".x", "x/../y", "x/./y", "usérs",
-            long.as_str(), "a\nb", "-x", "a}", "..",
+            "",
+            "a:b",
+            "a{b}",
+            "a b",
+            "/x",
+            "x/",
+            "x//y",
+            ".x",
+            "x/../y",
+            "x/./y",
+            "usérs",
+            long.as_str(),
+            "a\nb",
+            "-x",
+            "a}",
+            "..",
         ] {
             assert!(validate(n).is_err(), "{n:?} should be rejected");
         }

@@ -39,7 +39,9 @@ fn check_version(v: u32, key: &str) -> Result<(), LakeError> {
     if v == VERSION {
         Ok(())
     } else {
-        Err(LakeError::data(format!("object '{key}': unknown envelope version {v}")))
+        Err(LakeError::data(format!(
+            "object '{key}': unknown envelope version {v}"
+        )))
     }
 }
 
@@ -58,10 +60,15 @@ impl<'a> Delta<'a> {
     /// Parses a delta body; `key` names the object in the error.
     pub fn decode(bytes: &'a [u8], key: &str) -> Result<Self, LakeError> {
         if bytes.is_empty() {
-            return Err(LakeError::data(format!("object '{key}' is empty (0 bytes)")));
+            return Err(LakeError::data(format!(
+                "object '{key}' is empty (0 bytes)"
+            )));
         }
         let d: Delta = serde_json::from_slice(bytes).map_err(|e| {
-            LakeError::data(format!("object '{key}' is not a valid delta envelope ({} bytes): {e}", bytes.len()))
+            LakeError::data(format!(
+                "object '{key}' is not a valid delta envelope ({} bytes): {e}",
+                bytes.len()
+            ))
         })?;
         check_version(d.v, key)?;
         Ok(d)
@@ -81,10 +88,15 @@ impl<'a> Snapshot<'a> {
 
     pub fn decode(bytes: &'a [u8], key: &str) -> Result<Self, LakeError> {
         if bytes.is_empty() {
-            return Err(LakeError::data(format!("object '{key}' is empty (0 bytes)")));
+            return Err(LakeError::data(format!(
+                "object '{key}' is empty (0 bytes)"
+            )));
         }
         let s: Snapshot = serde_json::from_slice(bytes).map_err(|e| {
-            LakeError::data(format!("object '{key}' is not a valid snapshot envelope ({} bytes): {e}", bytes.len()))
+            LakeError::data(format!(
+                "object '{key}' is not a valid snapshot envelope ({} bytes): {e}",
+                bytes.len()
+            ))
         })?;
         check_version(s.v, key)?;
         Ok(s)
@@ -101,7 +113,10 @@ mod tests {
         let bytes = Delta::encode("users", "a.b", "set", &v);
         let d = Delta::decode(&bytes, "k").unwrap();
         assert_eq!(d.value.get(), r#"{"b":1,"a":[1.50,"x"]}"#);
-        assert_eq!((d.catalog.as_str(), d.field.as_str(), d.mode.as_str()), ("users", "a.b", "set"));
+        assert_eq!(
+            (d.catalog.as_str(), d.field.as_str(), d.mode.as_str()),
+            ("users", "a.b", "set")
+        );
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with(r#"{"v":1,"catalog":"users","field":"a.b","mode":"set","value":"#));
     }
@@ -112,7 +127,11 @@ mod tests {
         assert!(e.message.contains("users/x.json") && e.message.contains("empty"));
         let e = Delta::decode(b"{\"v\":1,", "users/y.json").unwrap_err();
         assert!(e.message.contains("users/y.json"));
-        let e = Delta::decode(br#"{"v":9,"catalog":"a","field":"f","mode":"set","value":1}"#, "k").unwrap_err();
+        let e = Delta::decode(
+            br#"{"v":9,"catalog":"a","field":"f","mode":"set","value":1}"#,
+            "k",
+        )
+        .unwrap_err();
         assert!(e.message.contains("version 9"));
     }
 

@@ -15,7 +15,9 @@ pub fn parse(arg: &str) -> Result<String, LakeError> {
     }
     if arg.is_empty()
         || arg.len() > MAX_MODE_BYTES
-        || !arg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || !arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         return Err(LakeError::invalid(format!(
             "invalid mode '{arg}': use SET, INSERT, REPLACE, MERGE or a loaded custom mode name ([A-Za-z0-9_-], at most {MAX_MODE_BYTES} bytes)"

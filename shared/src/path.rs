@@ -18,7 +18,9 @@ use crate::{LakeError, MAX_FIELD_BYTES};
 /// Parses a field path into its segments; the root is the empty list.
 pub fn parse(field: &str) -> Result<Vec<String>, LakeError> {
     if field.is_empty() {
-        return Err(LakeError::invalid("invalid field: empty (use '$' for the root)"));
+        return Err(LakeError::invalid(
+            "invalid field: empty (use '$' for the root)",
+        ));
     }
     if field.len() > MAX_FIELD_BYTES {
         return Err(LakeError::invalid(format!(
@@ -26,7 +28,9 @@ pub fn parse(field: &str) -> Result<Vec<String>, LakeError> {
         )));
     }
     if field.chars().any(char::is_control) {
-        return Err(LakeError::invalid("invalid field: control characters are not allowed"));
+        return Err(LakeError::invalid(
+            "invalid field: control characters are not allowed",
+        ));
     }
     if field == "$" {
         return Ok(Vec::new());
@@ -102,7 +106,17 @@ mod tests {
     #[test]
     fn rejected() {
         let long = "a".repeat(513);
-        for f in ["", "a..b", ".a", "a.", "/a~2", "/a~", "a\tb", "a\nb", long.as_str()] {
+        for f in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "/a~2",
+            "/a~",
+            "a\tb",
+            "a\nb",
+            long.as_str(),
+        ] {
             assert!(parse(f).is_err(), "{f:?} should be rejected");
         }
         assert!(parse(&"a".repeat(512)).is_ok());

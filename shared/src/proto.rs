@@ -151,7 +151,9 @@ pub fn check_len(len: u32, max: usize) -> Result<usize, LakeError> {
         return Err(LakeError::invalid(format!("frame too short ({len} bytes)")));
     }
     if len > max {
-        return Err(LakeError::invalid(format!("frame of {len} bytes exceeds the limit of {max}")));
+        return Err(LakeError::invalid(format!(
+            "frame of {len} bytes exceeds the limit of {max}"
+        )));
     }
     Ok(len - HEADER_BYTES)
 }
@@ -171,7 +173,8 @@ pub fn parse_header(h: &[u8; HEADER_BYTES]) -> Result<u64, LakeError> {
 
 /// Decodes a payload into a message.
 pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, LakeError> {
-    serde_json::from_slice(payload).map_err(|e| LakeError::invalid(format!("malformed frame payload: {e}")))
+    serde_json::from_slice(payload)
+        .map_err(|e| LakeError::invalid(format!("malformed frame payload: {e}")))
 }
 
 /// Reads one frame from a blocking reader: `Ok(None)` on a clean end of
@@ -190,7 +193,10 @@ pub fn read_frame<R: io::Read>(r: &mut R, max: usize) -> io::Result<Option<(u64,
     let mut payload = Vec::new();
     r.take(body as u64).read_to_end(&mut payload)?;
     if payload.len() != body {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
     }
     Ok(Some((id, payload)))
 }
@@ -213,7 +219,9 @@ mod tests {
             value: RawValue::from_string(r#"{"first":"John"}"#.into()).unwrap(),
         });
         let frame = encode(7, &put);
-        let (id, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES).unwrap().unwrap();
+        let (id, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES)
+            .unwrap()
+            .unwrap();
         assert_eq!(id, 7);
         match decode::<Request>(&payload).unwrap() {
             Request::Put(p) => assert_eq!(p.value.get(), r#"{"first":"John"}"#),
@@ -224,7 +232,9 @@ mod tests {
             snapshot: None,
         });
         let frame = encode(9, &doc);
-        let (_, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES).unwrap().unwrap();
+        let (_, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES)
+            .unwrap()
+            .unwrap();
         match decode::<Response>(&payload).unwrap() {
             Response::Doc(d) => assert_eq!(d.json.unwrap().get(), "[1,2]"),
             other => panic!("{other:?}"),
@@ -238,7 +248,13 @@ mod tests {
         assert!(read_frame(&mut big.as_slice(), 1024).is_err());
         let short = 3u32.to_be_bytes();
         assert!(read_frame(&mut short.as_slice(), 1024).is_err());
-        let mut frame = encode(1, &Request::Hello(Hello { magic: MAGIC.into(), version: VERSION }));
+        let mut frame = encode(
+            1,
+            &Request::Hello(Hello {
+                magic: MAGIC.into(),
+                version: VERSION,
+            }),
+        );
         frame[4] = 99;
         assert!(read_frame(&mut frame.as_slice(), 1024).is_err());
     }
@@ -246,7 +262,13 @@ mod tests {
     #[test]
     fn truncated_and_empty_streams() {
         assert!(read_frame(&mut [].as_slice(), 1024).unwrap().is_none());
-        let frame = encode(1, &Request::Hello(Hello { magic: MAGIC.into(), version: VERSION }));
+        let frame = encode(
+            1,
+            &Request::Hello(Hello {
+                magic: MAGIC.into(),
+                version: VERSION,
+            }),
+        );
         assert!(read_frame(&mut &frame[..frame.len() - 2], 1024).is_err());
     }
 }

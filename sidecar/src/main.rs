@@ -1,1 +1,118 @@
-fn main(){}
+//! `lake-sidecar`: stores blobs, merges documents and builds snapshots for
+//! the Lake Redis module, over a Unix socket. See `--help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use lake_sidecar::{channel, http, merge, service, store};
+
+/// Lake sidecar: object store, QuickJS merge engine and snapshots for the
+/// Lake Redis module.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Unix socket the module connects to (created with mode 0600).
+    #[arg(long, env = "LAKE_SOCKET")]
+    socket: PathBuf,
+    /// Object store URL: file:///<dir> (one file per object).
+    #[arg(long, env = "LAKE_STORE")]
+    store: String,
+    /// HTTP address for /healthz and /metrics, e.g. 127.0.0.1:9740. Off when unset.
+    #[arg(long, env = "LAKE_HTTP")]
+    http: Option<String>,
+    /// Directory of custom merge modes: each <name>.js defines function merge(current, value).
+    #[arg(long, env = "LAKE_MODES")]
+    modes: Option<PathBuf>,
+    /// Merge worker threads (QuickJS runtimes); default: one per core.
+    #[arg(long, env = "LAKE_JS_THREADS")]
+    js_threads: Option<usize>,
+    /// Memory limit of each QuickJS runtime, in MiB.
+    #[arg(long, env = "LAKE_JS_MEMORY_MB", default_value_t = 512)]
+    js_memory_mb: usize,
+    /// Deadline for applying one delta during a merge, in milliseconds.
+    #[arg(long, env = "LAKE_MERGE_TIMEOUT_MS", default_value_t = 1000)]
+    merge_timeout_ms: u64,
+    /// Requests served at once; more are refused with LAKEBUSY.
+    #[arg(long, env = "LAKE_MAX_INFLIGHT", default_value_t = 4096)]
+    max_inflight: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("lake-sidecar: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let store = store::open(&args.store).map_err(|e| e.message)?;
+    let user_modes = match &args.modes {
+        Some(dir) => merge::load_modes(dir)?,
+        None => Vec::new(),
+    };
+    let threads = args
+        .js_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let limits = merge::Limits {
+        memory_bytes: args.js_memory_mb << 20,
+        per_delta: Duration::from_millis(args.merge_timeout_ms),
+        ..merge::Limits::default()
+    };
+    let engine = merge::Engine::start(threads, limits, user_modes)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    rt.block_on(async move {
+        let service = service::Service::new(store, engine);
+        if let Err(e) = service.store.health().await {
+            eprintln!("lake-sidecar: warning: {}", e.message);
+        }
+        let listener = channel::bind(&args.socket)?;
+        let _socket_file = channel::SocketFile(args.socket.clone());
+        if let Some(addr) = &args.http {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on http {addr}: {e}"))?;
+            let router = http::router(service.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(tcp, router).await {
+                    eprintln!("lake-sidecar: http server stopped: {e}");
+                }
+            });
+        }
+        eprintln!(
+            "lake-sidecar: serving {} on {} (modes: {}){}",
+            service.store.describe(),
+            args.socket.display(),
+            service.engine.modes().join(", "),
+            args.http
+                .as_deref()
+                .map(|a| format!(", http on {a}"))
+                .unwrap_or_default()
+        );
+        tokio::select! {
+            _ = channel::serve(listener, service.clone(), args.max_inflight) => {}
+            _ = shutdown_signal() => eprintln!("lake-sidecar: shutting down"),
+        }
+        Ok::<(), String>(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,302 @@
+//! The channel client: sends requests to the sidecar and completes each one
+//! exactly once, from a background thread, never from Redis's main thread.
+//!
+//! Threads:
+//! - writer: owns the connection; (re)connects and handshakes on demand,
+//!   writes queued frames, flushing when the queue is empty;
+//! - reader (one per connection): reads responses and completes the matching
+//!   pending request;
+//! - sweeper: completes every request whose deadline passed with `TIMEOUT`.
+//!
+//! Invariants:
+//! - A request is registered with its deadline before it is queued, so it is
+//!   answered within the timeout whatever the writer or the sidecar does.
+//! - Removal from the pending map is the single point of completion: exactly
+//!   one of response, connection loss, or deadline wins; a late response for
+//!   a timed-out request finds nothing and is dropped (no index entry is ever
+//!   made for a write the client was told failed).
+//! - The pending map's lock is never held while taking the Redis lock.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lake_shared::proto::{self, Hello, Request, Response, UNSOLICITED_ID};
+use lake_shared::LakeError;
+
+/// Completes one request with the sidecar's answer or an error.
+pub type Completion = Box<dyn FnOnce(Result<Response, LakeError>) + Send>;
+/// Handles a message the sidecar sent on its own.
+pub type Unsolicited = fn(Response);
+
+struct Pending {
+    deadline: Instant,
+    /// Connection generation the request was written on (0: not yet).
+    conn: u64,
+    done: Completion,
+}
+
+struct Shared {
+    socket: std::path::PathBuf,
+    timeout: Duration,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_id: AtomicU64,
+    /// Generation of the newest connection the reader saw fail.
+    broken: AtomicU64,
+    unsolicited: Unsolicited,
+}
+
+pub struct Client {
+    shared: Arc<Shared>,
+    tx: crossbeam_channel::Sender<(u64, Vec<u8>)>,
+}
+
+impl Client {
+    pub fn start(
+        socket: std::path::PathBuf,
+        timeout: Duration,
+        unsolicited: Unsolicited,
+    ) -> std::io::Result<Client> {
+        let shared = Arc::new(Shared {
+            socket,
+            timeout,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            broken: AtomicU64::new(0),
+            unsolicited,
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("lake-writer".into())
+            .spawn(move || writer_loop(s, rx))?;
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("lake-sweeper".into())
+            .spawn(move || sweeper_loop(s))?;
+        Ok(Client { shared, tx })
+    }
+
+    /// Registers a request and queues it. `done` runs exactly once, on a
+    /// background thread, within the timeout.
+    pub fn submit(&self, req: &Request, done: Completion) {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = proto::encode(id, req);
+        let pending = Pending {
+            deadline: Instant::now() + self.shared.timeout,
+            conn: 0,
+            done,
+        };
+        if let Ok(mut map) = self.shared.pending.lock() {
+            map.insert(id, pending);
+        }
+        if self.tx.send((id, frame)).is_err() {
+            self.shared
+                .complete(id, Err(LakeError::internal("channel writer stopped")));
+        }
+    }
+}
+
+impl Shared {
+    /// Completes `id` if it is still pending.
+    fn complete(&self, id: u64, res: Result<Response, LakeError>) {
+        let entry = self.pending.lock().ok().and_then(|mut m| m.remove(&id));
+        if let Some(p) = entry {
+            run_completion(p.done, res);
+        }
+    }
+
+    /// Fails every request written on connection `conn`.
+    fn fail_connection(&self, conn: u64, why: &str) {
+        let failed: Vec<Pending> = match self.pending.lock() {
+            Ok(mut m) => {
+                let ids: Vec<u64> = m
+                    .iter()
+                    .filter(|(_, p)| p.conn == conn)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter().filter_map(|id| m.remove(&id)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for p in failed {
+            run_completion(p.done, Err(LakeError::unavailable(why.to_string())));
+        }
+    }
+}
+
+/// Runs a completion; a panic inside it is contained (the completion itself
+/// is written to reply before anything that could panic).
+fn run_completion(done: Completion, res: Result<Response, LakeError>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(res)));
+}
+
+struct Conn {
+    generation: u64,
+    out: BufWriter<UnixStream>,
+}
+
+fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
+    let down = |e: std::io::Error| {
+        LakeError::unavailable(format!(
+            "sidecar unreachable at {}: {e}",
+            shared.socket.display()
+        ))
+    };
+    let stream = UnixStream::connect(&shared.socket).map_err(down)?;
+    let handshake = shared.timeout.min(Duration::from_secs(2));
+    stream.set_read_timeout(Some(handshake)).map_err(down)?;
+    stream
+        .set_write_timeout(Some(shared.timeout))
+        .map_err(down)?;
+    let hello = Request::Hello(Hello {
+        magic: proto::MAGIC.into(),
+        version: proto::VERSION,
+    });
+    (&stream)
+        .write_all(&proto::encode(UNSOLICITED_ID, &hello))
+        .map_err(down)?;
+    let mut rd = BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(down)?);
+    match proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES).map_err(down)? {
+        Some((_, payload)) => match proto::decode::<Response>(&payload) {
+            Ok(Response::HelloOk(_)) => {}
+            _ => {
+                return Err(LakeError::unavailable(
+                    "sidecar refused the handshake (version mismatch?)",
+                ))
+            }
+        },
+        None => {
+            return Err(LakeError::unavailable(
+                "sidecar closed the connection during the handshake",
+            ))
+        }
+    }
+    rd.get_ref().set_read_timeout(None).map_err(down)?;
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name("lake-reader".into())
+        .spawn(move || reader_loop(s, rd, generation))
+        .map_err(down)?;
+    Ok(Conn {
+        generation,
+        out: BufWriter::with_capacity(64 * 1024, stream),
+    })
+}
+
+fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8>)>) {
+    let mut conn: Option<Conn> = None;
+    let mut generation = 0u64;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 256 {
+                break;
+            }
+        }
+        if conn
+            .as_ref()
+            .is_some_and(|c| shared.broken.load(Ordering::Acquire) >= c.generation)
+        {
+            conn = None;
+        }
+        if conn.is_none() {
+            generation += 1;
+            match connect(&shared, generation) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    for (id, _) in batch {
+                        shared.complete(id, Err(e.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let mut ok = true;
+        for (id, frame) in &batch {
+            let live = match shared.pending.lock() {
+                Ok(mut m) => m.get_mut(id).map(|p| p.conn = c.generation).is_some(),
+                Err(_) => false,
+            };
+            if live && c.out.write_all(frame).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if ok && c.out.flush().is_err() {
+            ok = false;
+        }
+        if !ok {
+            let g = c.generation;
+            let _ = c.out.get_ref().shutdown(std::net::Shutdown::Both);
+            conn = None;
+            shared.fail_connection(g, "connection to the sidecar failed while sending");
+            // Requests of this batch not yet marked are still pending: fail them too.
+            for (id, _) in batch {
+                shared.complete(
+                    id,
+                    Err(LakeError::unavailable(
+                        "connection to the sidecar failed while sending",
+                    )),
+                );
+            }
+        }
+    }
+}
+
+fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u64) {
+    loop {
+        match proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES) {
+            Ok(Some((id, payload))) => {
+                let res = proto::decode::<Response>(&payload);
+                if id == UNSOLICITED_ID {
+                    if let Ok(r) = res {
+                        let f = shared.unsolicited;
+                        let _ = std::panic::catch_unwind(move || f(r));
+                    }
+                } else {
+                    shared.complete(id, res);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    shared.broken.fetch_max(generation, Ordering::AcqRel);
+    let _ = rd.get_ref().shutdown(std::net::Shutdown::Both);
+    shared.fail_connection(generation, "lost the connection to the sidecar");
+}
+
+fn sweeper_loop(shared: Arc<Shared>) {
+    let tick = Duration::from_millis(5)
+        .min(shared.timeout / 4)
+        .max(Duration::from_millis(1));
+    loop {
+        std::thread::sleep(tick);
+        let now = Instant::now();
+        let expired: Vec<Pending> = match shared.pending.lock() {
+            Ok(mut m) => {
+                let ids: Vec<u64> = m
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter().filter_map(|id| m.remove(&id)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let ms = shared.timeout.as_millis();
+        for p in expired {
+            run_completion(
+                p.done,
+                Err(LakeError::timeout(format!(
+                    "no answer from the sidecar within {ms} ms"
+                ))),
+            );
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The LAKE.* command handlers: validate on the main thread, read the index
+//! in the same command execution, hand the rest to the channel client, and
+//! commit (ZADD) plus reply under the Redis lock when the sidecar answers.
+//!
+//! Invariants (see DESIGN.md):
+//! - Bad input is refused before anything is sent: nothing stored, nothing
+//!   indexed.
+//! - A delta is indexed only after the sidecar reported it stored; its stamp
+//!   is allocated then, under the lock, above the newest delta and snapshot.
+//! - Every ZADD is issued with replication, so replicas and the AOF see the
+//!   exact score.
+//! - A read takes the snapshot pointer and the deltas after it in one
+//!   execution.
+//! - Snapshots are never committed on a replica.
+
+use lake_shared::proto::{DeltaRef, Put, Read, Request, Response, SnapRef, SnapshotPolicy};
+use lake_shared::{catalog, member, mode, path, stamp, LakeError};
+use redis_module::{
+    CallOptionsBuilder, CallResult, Context, ContextFlags, RedisResult, RedisString, RedisValue,
+    ThreadSafeContext,
+};
+use serde_json::value::RawValue;
+
+use crate::{reply, state};
+
+fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {
+    a.try_as_str()
+        .map_err(|_| LakeError::invalid(format!("{what} must be valid UTF-8")))
+}
+
+fn check_can_block(ctx: &Context, cmd: &str) -> Result<(), LakeError> {
+    let flags = ctx.get_flags();
+    if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
+        return Err(LakeError::invalid(format!(
+            "{cmd} cannot run inside MULTI/EXEC or a script: it waits for the sidecar"
+        )));
+    }
+    Ok(())
+}
+
+/// `LAKE.WRITE <catalog> <field> <json> [MODE <mode>]` -> `[uuid, stamp]`.
+pub fn write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    reply::result(write_inner(ctx, args))
+}
+
+fn write_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+    if args.len() != 4 && args.len() != 6 {
+        return Err(LakeError::invalid(
+            "wrong number of arguments: LAKE.WRITE <catalog> <field> <json> [MODE SET|INSERT|REPLACE|MERGE|<custom>]",
+        ));
+    }
+    let cat = arg_str(&args[1], "catalog")?;
+    catalog::validate(cat)?;
+    let field = arg_str(&args[2], "field")?;
+    path::parse(field)?;
+    let cfg = state::config()?;
+    let value_len = args[3].as_slice().len();
+    if value_len > cfg.max_value_bytes {
+        return Err(LakeError::invalid(format!(
+            "value of {value_len} bytes exceeds max-value-bytes ({})",
+            cfg.max_value_bytes
+        )));
+    }
+    let mode = if args.len() == 6 {
+        if !arg_str(&args[4], "option")?.eq_ignore_ascii_case("MODE") {
+            return Err(LakeError::invalid(
+                "syntax error: expected MODE <mode> after the value",
+            ));
+        }
+        mode::parse(arg_str(&args[5], "mode")?)?
+    } else {
+        "set".to_string()
+    };
+    let value = RawValue::from_string(arg_str(&args[3], "value")?.to_string())
+        .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
+    check_can_block(ctx, "LAKE.WRITE")?;
+    let client = state::client()?;
+
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let req = Request::Put(Put {
+        catalog: cat.to_string(),
+        uuid: uuid.clone(),
+        field: field.to_string(),
+        mode,
+        value,
+    });
+    let (cat, member) = (cat.to_string(), member::encode(field, &uuid));
+    let bc = ctx.block_client();
+    client.submit(
+        &req,
+        Box::new(move |res| {
+            let tsc = ThreadSafeContext::with_blocked_client(bc);
+            let out = guarded(|| match res? {
+                Response::Stored(_) => {
+                    let stamp = commit_delta(&tsc.lock(), &cat, &member)?;
+                    Ok(RedisValue::Array(vec![
+                        RedisValue::BulkString(uuid),
+                        RedisValue::Integer(stamp),
+                    ]))
+                }
+                Response::Error(e) => Err(e),
+                other => Err(unexpected(&other)),
+            });
+            tsc.reply(reply::result(out));
+        }),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+/// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]`.
+pub fn read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    reply::result(read_inner(ctx, args))
+}
+
+fn read_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+    const USAGE: &str = "LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]";
+    if args.len() < 2 {
+        return Err(LakeError::invalid(format!(
+            "wrong number of arguments: {USAGE}"
+        )));
+    }
+    let cat = arg_str(&args[1], "catalog")?;
+    catalog::validate(cat)?;
+    let (mut read_path, mut at, mut snap) = (None, None, None);
+    let mut i = 2;
+    while i < args.len() {
+        let opt = arg_str(&args[i], "option")?.to_ascii_uppercase();
+        let next = || {
+            args.get(i + 1).ok_or_else(|| {
+                LakeError::invalid(format!("syntax error: {opt} needs a value ({USAGE})"))
+            })
+        };
+        match opt.as_str() {
+            "PATH" => {
+                let f = arg_str(next()?, "PATH")?;
+                path::parse(f)?;
+                read_path = Some(f.to_string());
+                i += 2;
+            }
+            "AT" => {
+                let s = arg_str(next()?, "AT")?;
+                at = Some(s.parse::<i64>().map_err(|_| {
+                    LakeError::invalid(format!("AT needs an integer stamp, got '{s}'"))
+                })?);
+                i += 2;
+            }
+            "SNAP" | "NOSNAP" => {
+                snap = Some(opt == "SNAP");
+                i += 1;
+            }
+            _ => {
+                return Err(LakeError::invalid(format!(
+                    "syntax error near '{opt}': {USAGE}"
+                )))
+            }
+        }
+    }
+    check_can_block(ctx, "LAKE.READ")?;
+
+    // One execution: newest snapshot at or below AT, then the deltas after it.
+    let max = at.map_or_else(|| "+inf".to_string(), |s| s.to_string());
+    let snap_rows = call_strings(
+        ctx,
+        "ZREVRANGEBYSCORE",
+        &[
+            &catalog::snap_key(cat),
+            &max,
+            "-inf",
+            "WITHSCORES",
+            "LIMIT",
+            "0",
+            "1",
+        ],
+    )?;
+    let base = match snap_rows.as_slice() {
+        [m, score] => Some(SnapRef {
+            uuid: member::decode_snap(m)?.to_string(),
+            covers: parse_stamp(score)?,
+        }),
+        _ => None,
+    };
+    let min = base
+        .as_ref()
+        .map_or_else(|| "-inf".to_string(), |b| format!("({}", b.covers));
+    let rows = call_strings(
+        ctx,
+        "ZRANGEBYSCORE",
+        &[&catalog::index_key(cat), &min, &max, "WITHSCORES"],
+    )?;
+    let mut deltas = Vec::with_capacity(rows.len() / 2);
+    for pair in rows.chunks(2) {
+        let [m, score] = pair else {
+            return Err(LakeError::internal(
+                "ZRANGEBYSCORE WITHSCORES returned an odd number of items",
+            ));
+        };
+        let (field, uuid) = member::decode(m)?;
+        deltas.push(DeltaRef {
+            uuid: uuid.to_string(),
+            field: field.to_string(),
+            stamp: parse_stamp(score)?,
+        });
+    }
+    if base.is_none() && deltas.is_empty() {
+        return Ok(RedisValue::Null);
+    }
+
+    let cfg = state::config()?;
+    let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
+    let policy = match snap {
+        _ if on_replica => SnapshotPolicy::Never,
+        Some(true) => SnapshotPolicy::Now,
+        Some(false) => SnapshotPolicy::Never,
+        None if cfg.snapshot_every > 0 && deltas.len() >= cfg.snapshot_every => {
+            SnapshotPolicy::Background
+        }
+        None => SnapshotPolicy::Never,
+    };
+    let client = state::client()?;
+    let req = Request::Read(Read {
+        catalog: cat.to_string(),
+        path: read_path,
+        base,
+        deltas,
+        snapshot: policy,
+    });
+    let cat = cat.to_string();
+    let bc = ctx.block_client();
+    client.submit(
+        &req,
+        Box::new(move |res| {
+            let tsc = ThreadSafeContext::with_blocked_client(bc);
+            let out = guarded(|| match res? {
+                Response::Doc(doc) => {
+                    if let Some(s) = &doc.snapshot {
+                        commit_snapshot(&tsc.lock(), &cat, s)?;
+                    }
+                    Ok(doc.json.map_or(RedisValue::Null, |j| {
+                        RedisValue::BulkString(j.get().to_string())
+                    }))
+                }
+                Response::Error(e) => Err(e),
+                other => Err(unexpected(&other)),
+            });
+            tsc.reply(reply::result(out));
+        }),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+/// Commits a background snapshot the sidecar announced.
+pub fn on_unsolicited(resp: Response) {
+    if let Response::SnapshotStored(s) = resp {
+        let tsc = ThreadSafeContext::new();
+        let ctx = tsc.lock();
+        if let Err(e) = commit_snapshot(&ctx, &s.catalog, &s.snap) {
+            ctx.log_warning(&format!("lake: snapshot commit failed: {}", e.message));
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into an internal error.
+fn guarded(f: impl FnOnce() -> Result<RedisValue, LakeError>) -> Result<RedisValue, LakeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(LakeError::internal(
+            "completion panicked; the request was not applied",
+        ))
+    })
+}
+
+fn unexpected(r: &Response) -> LakeError {
+    LakeError::internal(format!("unexpected answer from the sidecar: {r:?}"))
+}
+
+/// Allocates the stamp and indexes the delta. Caller holds the Redis lock.
+fn commit_delta(ctx: &Context, cat: &str, member: &str) -> Result<i64, LakeError> {
+    let idx = catalog::index_key(cat);
+    let newest_delta = newest_score(ctx, &idx)?;
+    let newest_snap = newest_score(ctx, &catalog::snap_key(cat))?;
+    let stamp = stamp::next(stamp::now_us(), newest_delta, newest_snap);
+    if stamp > stamp::MAX_EXACT {
+        return Err(LakeError::internal(format!(
+            "catalog '{cat}': stamp {stamp} is beyond 2^53"
+        )));
+    }
+    zadd(ctx, &idx, stamp, member)?;
+    Ok(stamp)
+}
+
+/// Indexes a stored snapshot, except on a replica. Caller holds the lock.
+fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef) -> Result<(), LakeError> {
+    if ctx.get_flags().contains(ContextFlags::SLAVE) {
+        return Ok(());
+    }
+    zadd(
+        ctx,
+        &catalog::snap_key(cat),
+        snap.covers,
+        &member::encode_snap(&snap.uuid),
+    )
+}
+
+fn zadd(ctx: &Context, key: &str, score: i64, member: &str) -> Result<(), LakeError> {
+    let opts = CallOptionsBuilder::new()
+        .replicate()
+        .errors_as_replies()
+        .build();
+    let score = score.to_string();
+    let res: CallResult = ctx.call_ext("ZADD", &opts, &[key, score.as_str(), member][..]);
+    res.map(|_| ()).map_err(|e| {
+        LakeError::internal(format!(
+            "ZADD {key} failed: {}",
+            e.to_utf8_string().unwrap_or_default()
+        ))
+    })
+}
+
+fn newest_score(ctx: &Context, key: &str) -> Result<Option<i64>, LakeError> {
+    match call_strings(ctx, "ZREVRANGE", &[key, "0", "0", "WITHSCORES"])?.as_slice() {
+        [_, score] => Ok(Some(parse_stamp(score)?)),
+        _ => Ok(None),
+    }
+}
+
+fn parse_stamp(score: &str) -> Result<i64, LakeError> {
+    score
+        .parse::<f64>()
+        .ok()
+        .and_then(stamp::from_score)
+        .ok_or_else(|| LakeError::data(format!("index holds a non-integer score '{score}'")))
+}
+
+/// Runs a read command and returns its reply as a flat list of strings.
+fn call_strings(ctx: &Context, cmd: &str, args: &[&str]) -> Result<Vec<String>, LakeError> {
+    let v = ctx.call(cmd, args).map_err(|e| {
+        LakeError::invalid(format!(
+            "{cmd} {} failed: {e}",
+            args.first().copied().unwrap_or_default()
+        ))
+    })?;
+    match v {
+        RedisValue::Array(items) => items.into_iter().map(value_string).collect(),
+        RedisValue::Null => Ok(Vec::new()),
+        other => Err(LakeError::internal(format!("{cmd} returned {other:?}"))),
+    }
+}
+
+fn value_string(v: RedisValue) -> Result<String, LakeError> {
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Ok(s),
+        RedisValue::SimpleStringStatic(s) => Ok(s.to_string()),
+        RedisValue::BulkRedisString(s) => Ok(s.to_string_lossy()),
+        RedisValue::StringBuffer(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        RedisValue::Integer(i) => Ok(i.to_string()),
+        RedisValue::Float(f) => Ok(f.to_string()),
+        other => Err(LakeError::internal(format!(
+            "unexpected reply item {other:?}"
+        ))),
+    }
+}

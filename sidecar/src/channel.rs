@@ -1,0 +1,224 @@
+//! The Unix-socket channel the module talks to.
+//!
+//! One task reads frames from a connection and spawns one task per request;
+//! one task writes responses back in completion order, flushing when it runs
+//! out of queued frames. Request ids let many requests share a connection.
+//!
+//! Invariants:
+//! - The socket file is created with mode 0600: only the sidecar's user (and
+//!   root) can connect.
+//! - The first frame must be a matching `Hello`; anything else drops the peer.
+//! - At most `max_inflight` requests are served at once across all
+//!   connections; one more is answered `LAKEBUSY` at once instead of queueing
+//!   without bound.
+//! - A malformed frame closes the connection; its in-flight requests still
+//!   finish, but their answers are dropped (the module times them out).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lake_shared::proto::{self, HelloOk, Request, Response, UNSOLICITED_ID};
+use lake_shared::LakeError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// Binds the socket, replacing a stale socket file left by a dead sidecar.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another process is already serving {}",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot set permissions on {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Removes the socket file when dropped (explicit shutdown).
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Accepts connections until the listener fails.
+pub async fn serve(listener: UnixListener, service: Arc<Service>, max_inflight: usize) {
+    let limit = Arc::new(Semaphore::new(max_inflight));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                Metrics::inc(&service.metrics.connections_total);
+                tokio::spawn(connection(stream, service.clone(), limit.clone()));
+            }
+            Err(e) => {
+                eprintln!("lake-sidecar: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(u64, Vec<u8>)>, LakeError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(LakeError::unavailable(e.to_string())),
+    }
+    let body = proto::check_len(u32::from_be_bytes(len), proto::MAX_FRAME_BYTES)?;
+    let mut header = [0u8; proto::HEADER_BYTES];
+    r.read_exact(&mut header)
+        .await
+        .map_err(|e| LakeError::unavailable(e.to_string()))?;
+    let id = proto::parse_header(&header)?;
+    let mut payload = Vec::new();
+    (&mut *r)
+        .take(body as u64)
+        .read_to_end(&mut payload)
+        .await
+        .map_err(|e| LakeError::unavailable(e.to_string()))?;
+    if payload.len() != body {
+        return Err(LakeError::unavailable("truncated frame"));
+    }
+    Ok(Some((id, payload)))
+}
+
+async fn connection(stream: UnixStream, service: Arc<Service>, limit: Arc<Semaphore>) {
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+
+    // Handshake.
+    let hello = match read_frame(&mut rd).await {
+        Ok(Some((id, payload))) => match proto::decode::<Request>(&payload) {
+            Ok(Request::Hello(h)) if h.magic == proto::MAGIC && h.version == proto::VERSION => {
+                Some(id)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(hello_id) = hello else {
+        Metrics::inc(&service.metrics.handshake_failures_total);
+        return;
+    };
+    let _ = tx.send(proto::encode(
+        hello_id,
+        &Response::HelloOk(HelloOk {
+            version: proto::VERSION,
+        }),
+    ));
+
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(64 * 1024, wr);
+        while let Some(frame) = rx.recv().await {
+            if w.write_all(&frame).await.is_err() {
+                return;
+            }
+            while let Ok(more) = rx.try_recv() {
+                if w.write_all(&more).await.is_err() {
+                    return;
+                }
+            }
+            if w.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+
+    loop {
+        let (id, payload) = match read_frame(&mut rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("lake-sidecar: dropping connection: {}", e.message);
+                break;
+            }
+        };
+        let req = match proto::decode::<Request>(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(proto::encode(id, &Response::Error(e)));
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            Metrics::inc(&service.metrics.busy_total);
+            let e = LakeError::busy("sidecar has too many requests in flight; retry later");
+            let _ = tx.send(proto::encode(id, &Response::Error(e)));
+            continue;
+        };
+        let service = service.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            service
+                .metrics
+                .inflight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            handle(&service, id, req, &tx).await;
+            service
+                .metrics
+                .inflight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn handle(
+    service: &Arc<Service>,
+    id: u64,
+    req: Request,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let resp = match req {
+        Request::Hello(_) => Response::Error(LakeError::invalid("handshake already done")),
+        Request::Put(p) => match service.put(p).await {
+            Ok(s) => Response::Stored(s),
+            Err(e) => Response::Error(e),
+        },
+        Request::Read(r) => match service.read(r).await {
+            Ok((doc, deferred)) => {
+                let _ = tx.send(proto::encode(id, &Response::Doc(doc)));
+                if let Some(d) = deferred {
+                    match service.finish(d).await {
+                        Ok(stored) => {
+                            let _ = tx.send(proto::encode(
+                                UNSOLICITED_ID,
+                                &Response::SnapshotStored(stored),
+                            ));
+                        }
+                        Err(e) => {
+                            eprintln!("lake-sidecar: background snapshot failed: {}", e.message)
+                        }
+                    }
+                }
+                return;
+            }
+            Err(e) => Response::Error(e),
+        },
+    };
+    let _ = tx.send(proto::encode(id, &resp));
+}

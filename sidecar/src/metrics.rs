@@ -1,0 +1,59 @@
+//! Counters for `/metrics` (Prometheus text format). Plain atomics: cheap on
+//! the hot path, read only when scraped.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $help:literal),* $(,)?) => {
+        /// Process-wide counters.
+        #[derive(Default)]
+        pub struct Metrics {
+            $(pub $name: AtomicU64,)*
+            /// Requests currently being served.
+            pub inflight: AtomicI64,
+        }
+
+        impl Metrics {
+            /// Renders all metrics in the Prometheus text format.
+            pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
+                let mut out = String::new();
+                $(
+                    out.push_str(&format!(
+                        "# HELP lake_{0} {1}\n# TYPE lake_{0} counter\nlake_{0} {2}\n",
+                        stringify!($name), $help, self.$name.load(Ordering::Relaxed)
+                    ));
+                )*
+                out.push_str(&format!(
+                    "# HELP lake_inflight Requests being served now.\n# TYPE lake_inflight gauge\nlake_inflight {}\n",
+                    self.inflight.load(Ordering::Relaxed)
+                ));
+                for (name, help, v) in extra {
+                    out.push_str(&format!("# HELP lake_{name} {help}\n# TYPE lake_{name} counter\nlake_{name} {v}\n"));
+                }
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    writes_total: "Delta bodies stored for LAKE.WRITE.",
+    write_errors_total: "LAKE.WRITE uploads that failed.",
+    reads_total: "LAKE.READ merges served.",
+    read_errors_total: "LAKE.READ merges that failed.",
+    deltas_merged_total: "Deltas folded into documents.",
+    snapshots_total: "Snapshots stored.",
+    snapshot_errors_total: "Snapshot builds that failed.",
+    snapshots_skipped_total: "Background snapshots skipped because one was already being built for the catalog.",
+    store_puts_total: "Object store PUT requests.",
+    store_gets_total: "Object store GET requests.",
+    busy_total: "Requests refused with LAKEBUSY.",
+    connections_total: "Module connections accepted.",
+    handshake_failures_total: "Peers dropped for failing the handshake.",
+}
+
+impl Metrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,300 @@
+//! The sidecar's work: store a delta, merge a read, build snapshots.
+//!
+//! Invariants:
+//! - A `Put` answers `Stored` only after the store's durable put returned.
+//! - A read fails as a whole, naming the catalog and the delta, when any body
+//!   is missing or unreadable or any merge step throws; nothing is skipped and
+//!   no snapshot is built from a failed merge.
+//! - A snapshot covers exactly the deltas merged into it and carries the stamp
+//!   of the last one; the module commits it with that stamp.
+//! - At most one background snapshot per catalog is built at a time; others
+//!   are skipped (counted), never queued.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use lake_shared::envelope;
+use lake_shared::proto::{Doc, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored};
+use lake_shared::{catalog, path, LakeError};
+use serde_json::value::RawValue;
+
+use crate::merge::{fold_input, Engine, FoldDelta};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How many object reads one merge keeps in flight.
+const FETCH_CONCURRENCY: usize = 32;
+
+pub struct Service {
+    pub store: Box<dyn Store>,
+    pub engine: Engine,
+    pub metrics: Metrics,
+    building: Mutex<HashSet<String>>,
+}
+
+/// What a read produced besides its answer: a snapshot to build after
+/// answering.
+pub struct Deferred {
+    pub catalog: String,
+    pub covers: i64,
+    pub doc: String,
+    _guard: BuildGuard,
+}
+
+/// Marks a catalog as having a snapshot build in progress until dropped.
+struct BuildGuard {
+    service: Arc<Service>,
+    catalog: String,
+}
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.service.building.lock() {
+            b.remove(&self.catalog);
+        }
+    }
+}
+
+impl Service {
+    pub fn new(store: Box<dyn Store>, engine: Engine) -> Arc<Service> {
+        Arc::new(Service {
+            store,
+            engine,
+            metrics: Metrics::default(),
+            building: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Stores one delta body.
+    pub async fn put(&self, p: Put) -> Result<Stored, LakeError> {
+        catalog::validate(&p.catalog)?;
+        catalog::validate_uuid(&p.uuid)?;
+        path::parse(&p.field)?;
+        if !self.engine.has_mode(&p.mode) {
+            return Err(LakeError::invalid(format!(
+                "unknown mode '{}' (loaded: {})",
+                p.mode,
+                self.engine.modes().join(", ")
+            )));
+        }
+        let key = catalog::delta_object(&p.catalog, &p.uuid);
+        let body = envelope::Delta::encode(&p.catalog, &p.field, &p.mode, &p.value);
+        Metrics::inc(&self.metrics.store_puts_total);
+        let res = self.store.put(&key, body).await;
+        match &res {
+            Ok(()) => Metrics::inc(&self.metrics.writes_total),
+            Err(_) => Metrics::inc(&self.metrics.write_errors_total),
+        }
+        res.map(|()| Stored {})
+    }
+
+    /// Merges a read. Returns the answer and, for a background snapshot, the
+    /// work to do after answering.
+    pub async fn read(self: &Arc<Self>, r: Read) -> Result<(Doc, Option<Deferred>), LakeError> {
+        let res = self.read_inner(r).await;
+        match &res {
+            Ok(_) => Metrics::inc(&self.metrics.reads_total),
+            Err(_) => Metrics::inc(&self.metrics.read_errors_total),
+        }
+        res
+    }
+
+    async fn read_inner(self: &Arc<Self>, r: Read) -> Result<(Doc, Option<Deferred>), LakeError> {
+        catalog::validate(&r.catalog)?;
+        let cat = r.catalog.as_str();
+        let read_path = r.path.as_deref().map(path::parse).transpose()?;
+
+        // Fetch the snapshot and every delta body, bounded, in order.
+        let base_body = match &r.base {
+            Some(s) => {
+                catalog::validate_uuid(&s.uuid)?;
+                let key = catalog::snapshot_object(cat, &s.uuid);
+                Some((
+                    key.clone(),
+                    self.fetch(&key, cat, &format!("snapshot {}", s.uuid))
+                        .await?,
+                ))
+            }
+            None => None,
+        };
+        let mut wanted = Vec::with_capacity(r.deltas.len());
+        for d in &r.deltas {
+            catalog::validate_uuid(&d.uuid)?;
+            wanted.push((
+                catalog::delta_object(cat, &d.uuid),
+                format!("delta {}", d.uuid),
+            ));
+        }
+        let this = self.clone();
+        let owned_cat = cat.to_string();
+        let bodies: Vec<(String, Vec<u8>)> = futures::stream::iter(wanted)
+            .map(move |(key, what)| {
+                let this = this.clone();
+                let cat = owned_cat.clone();
+                async move {
+                    let body = this.fetch(&key, &cat, &what).await?;
+                    Ok::<_, LakeError>((key, body))
+                }
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        // Decode envelopes and check they are what the index says they are.
+        let base_doc = match &base_body {
+            Some((key, body)) => {
+                let s =
+                    envelope::Snapshot::decode(body, key).map_err(|e| named(cat, "snapshot", e))?;
+                if s.catalog != cat {
+                    return Err(LakeError::data(format!(
+                        "catalog '{cat}': snapshot object '{key}' belongs to catalog '{}'",
+                        s.catalog
+                    )));
+                }
+                Some(s.doc)
+            }
+            None => None,
+        };
+        let mut paths = Vec::with_capacity(bodies.len());
+        let mut decoded = Vec::with_capacity(bodies.len());
+        for ((key, body), d) in bodies.iter().zip(&r.deltas) {
+            let e = envelope::Delta::decode(body, key)
+                .map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?;
+            if e.catalog != cat || e.field != d.field {
+                return Err(LakeError::data(format!(
+                    "catalog '{cat}': delta {} object '{key}' holds catalog '{}' field '{}', the index says field '{}'",
+                    d.uuid, e.catalog, e.field, d.field
+                )));
+            }
+            paths.push(
+                path::parse(&e.field).map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?,
+            );
+            decoded.push(e);
+        }
+        let fold_deltas: Vec<FoldDelta> = decoded
+            .iter()
+            .zip(&paths)
+            .map(|(e, p)| FoldDelta {
+                path: p,
+                mode: &e.mode,
+                value: e.value.get(),
+            })
+            .collect();
+
+        let covers = r.deltas.last().map(|d| d.stamp);
+        let snapshot = if covers.is_some() {
+            r.snapshot
+        } else {
+            SnapshotPolicy::Never
+        };
+        let want_doc = read_path.is_none() || snapshot != SnapshotPolicy::Never;
+        let input = fold_input(
+            base_doc.map(RawValue::get),
+            &fold_deltas,
+            read_path.as_deref(),
+            want_doc,
+        );
+        let out = self.engine.fold(input).await.map_err(|e| {
+            let which = e.delta.and_then(|i| r.deltas.get(i)).map_or_else(
+                || "merge".to_string(),
+                |d| format!("delta {} (stamp {}, field '{}')", d.uuid, d.stamp, d.field),
+            );
+            LakeError::data(format!("catalog '{cat}': {which}: {}", e.message))
+        })?;
+        self.metrics
+            .deltas_merged_total
+            .fetch_add(r.deltas.len() as u64, std::sync::atomic::Ordering::Relaxed);
+
+        let doc_text = out.doc;
+        let reply_text = if read_path.is_some() {
+            out.at_path
+        } else {
+            doc_text.clone()
+        };
+        let json = reply_text.map(raw).transpose()?;
+        let mut answer = Doc {
+            json,
+            snapshot: None,
+        };
+        let mut deferred = None;
+        if let (Some(covers), Some(doc)) = (covers, doc_text) {
+            match snapshot {
+                SnapshotPolicy::Never => {}
+                SnapshotPolicy::Now => {
+                    answer.snapshot = Some(self.store_snapshot(cat, covers, &doc).await?);
+                }
+                SnapshotPolicy::Background => match self.try_begin_build(cat) {
+                    Some(guard) => {
+                        deferred = Some(Deferred {
+                            catalog: cat.to_string(),
+                            covers,
+                            doc,
+                            _guard: guard,
+                        })
+                    }
+                    None => Metrics::inc(&self.metrics.snapshots_skipped_total),
+                },
+            }
+        }
+        Ok((answer, deferred))
+    }
+
+    /// Builds the snapshot a read deferred; the caller announces it.
+    pub async fn finish(&self, d: Deferred) -> Result<SnapshotStored, LakeError> {
+        let snap = self.store_snapshot(&d.catalog, d.covers, &d.doc).await?;
+        Ok(SnapshotStored {
+            catalog: d.catalog.clone(),
+            snap,
+        })
+    }
+
+    async fn store_snapshot(
+        &self,
+        cat: &str,
+        covers: i64,
+        doc: &str,
+    ) -> Result<SnapRef, LakeError> {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let key = catalog::snapshot_object(cat, &uuid);
+        let doc = raw(doc.to_string())?;
+        let body = envelope::Snapshot::encode(cat, covers, &doc);
+        Metrics::inc(&self.metrics.store_puts_total);
+        match self.store.put(&key, body).await {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.snapshots_total);
+                Ok(SnapRef { uuid, covers })
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.snapshot_errors_total);
+                Err(named(cat, "snapshot", e))
+            }
+        }
+    }
+
+    fn try_begin_build(self: &Arc<Self>, cat: &str) -> Option<BuildGuard> {
+        let mut b = self.building.lock().ok()?;
+        if !b.insert(cat.to_string()) {
+            return None;
+        }
+        Some(BuildGuard {
+            service: self.clone(),
+            catalog: cat.to_string(),
+        })
+    }
+
+    async fn fetch(&self, key: &str, cat: &str, what: &str) -> Result<Vec<u8>, LakeError> {
+        Metrics::inc(&self.metrics.store_gets_total);
+        self.store.get(key).await.map_err(|e| named(cat, what, e))
+    }
+}
+
+/// Prefixes an error with the catalog and the object it concerns.
+fn named(cat: &str, what: &str, e: LakeError) -> LakeError {
+    LakeError::new(e.kind, format!("catalog '{cat}': {what}: {}", e.message))
+}
+
+fn raw(text: String) -> Result<Box<RawValue>, LakeError> {
+    RawValue::from_string(text)
+        .map_err(|e| LakeError::internal(format!("merge produced invalid JSON: {e}")))
+}
