@@ -21,8 +21,15 @@ fn engine() -> Engine {
 }
 
 /// Folds `(field, mode, value)` writes over `base` and returns the document.
-async fn fold(e: &Engine, base: Option<Value>, writes: &[(&str, &str, Value)]) -> Result<Value, FoldError> {
-    let paths: Vec<Vec<String>> = writes.iter().map(|w| lake_shared::path::parse(w.0).unwrap()).collect();
+async fn fold(
+    e: &Engine,
+    base: Option<Value>,
+    writes: &[(&str, &str, Value)],
+) -> Result<Value, FoldError> {
+    let paths: Vec<Vec<String>> = writes
+        .iter()
+        .map(|w| lake_shared::path::parse(w.0).unwrap())
+        .collect();
     let values: Vec<String> = writes.iter().map(|w| w.2.to_string()).collect();
     let deltas: Vec<FoldDelta> = writes
         .iter()
@@ -34,7 +41,9 @@ async fn fold(e: &Engine, base: Option<Value>, writes: &[(&str, &str, Value)]) -
         })
         .collect();
     let base = base.map(|b| b.to_string());
-    let out = e.fold(fold_input(base.as_deref(), &deltas, None, true)).await?;
+    let out = e
+        .fold(fold_input(base.as_deref(), &deltas, None, true))
+        .await?;
     Ok(serde_json::from_str(&out.doc.expect("doc requested")).unwrap())
 }
 
@@ -45,61 +54,151 @@ async fn one(e: &Engine, base: Value, field: &str, mode: &str, value: Value) -> 
 #[tokio::test]
 async fn set_creates_parents_and_replaces_what_is_in_the_way() {
     let e = engine();
-    assert_eq!(one(&e, json!({}), "a.b.c", "set", json!(1)).await, json!({"a":{"b":{"c":1}}}));
-    assert_eq!(one(&e, json!({"a":5}), "a.b", "set", json!(1)).await, json!({"a":{"b":1}}));
-    assert_eq!(one(&e, json!({"a":null}), "a.b", "set", json!(1)).await, json!({"a":{"b":1}}));
-    assert_eq!(one(&e, json!({"a":[1,2]}), "a.b", "set", json!(1)).await, json!({"a":{"b":1}}));
-    assert_eq!(one(&e, json!({"a":1}), "$", "set", json!([1])).await, json!([1]));
-    assert_eq!(one(&e, json!(7), "a", "set", json!(1)).await, json!({"a":1}));
+    assert_eq!(
+        one(&e, json!({}), "a.b.c", "set", json!(1)).await,
+        json!({"a":{"b":{"c":1}}})
+    );
+    assert_eq!(
+        one(&e, json!({"a":5}), "a.b", "set", json!(1)).await,
+        json!({"a":{"b":1}})
+    );
+    assert_eq!(
+        one(&e, json!({"a":null}), "a.b", "set", json!(1)).await,
+        json!({"a":{"b":1}})
+    );
+    assert_eq!(
+        one(&e, json!({"a":[1,2]}), "a.b", "set", json!(1)).await,
+        json!({"a":{"b":1}})
+    );
+    assert_eq!(
+        one(&e, json!({"a":1}), "$", "set", json!([1])).await,
+        json!([1])
+    );
+    assert_eq!(
+        one(&e, json!(7), "a", "set", json!(1)).await,
+        json!({"a":1})
+    );
 }
 
 #[tokio::test]
 async fn pointer_and_array_segments() {
     let e = engine();
-    assert_eq!(one(&e, json!({}), "/user.info", "set", json!(1)).await, json!({"user.info":1}));
-    assert_eq!(one(&e, json!({}), "/a~1b/c~0d", "set", json!(1)).await, json!({"a/b":{"c~d":1}}));
+    assert_eq!(
+        one(&e, json!({}), "/user.info", "set", json!(1)).await,
+        json!({"user.info":1})
+    );
+    assert_eq!(
+        one(&e, json!({}), "/a~1b/c~0d", "set", json!(1)).await,
+        json!({"a/b":{"c~d":1}})
+    );
     let arr = json!({"a":[10,20,30]});
-    assert_eq!(one(&e, arr.clone(), "a.1", "set", json!(9)).await, json!({"a":[10,9,30]}));
-    assert_eq!(one(&e, arr.clone(), "/a/-", "set", json!(40)).await, json!({"a":[10,20,30,40]}));
-    assert_eq!(one(&e, arr.clone(), "a.3", "set", json!(40)).await, json!({"a":[10,20,30,40]}));
-    assert_eq!(one(&e, arr.clone(), "a.7", "set", json!(1)).await, arr, "past the end: unchanged");
-    assert_eq!(one(&e, arr.clone(), "/a/-", "insert", json!(1)).await, json!({"a":[10,20,30,1]}));
-    assert_eq!(one(&e, arr.clone(), "a.0", "merge", json!({"x":1})).await, json!({"a":[{"x":1},20,30]}));
+    assert_eq!(
+        one(&e, arr.clone(), "a.1", "set", json!(9)).await,
+        json!({"a":[10,9,30]})
+    );
+    assert_eq!(
+        one(&e, arr.clone(), "/a/-", "set", json!(40)).await,
+        json!({"a":[10,20,30,40]})
+    );
+    assert_eq!(
+        one(&e, arr.clone(), "a.3", "set", json!(40)).await,
+        json!({"a":[10,20,30,40]})
+    );
+    assert_eq!(
+        one(&e, arr.clone(), "a.7", "set", json!(1)).await,
+        arr,
+        "past the end: unchanged"
+    );
+    assert_eq!(
+        one(&e, arr.clone(), "/a/-", "insert", json!(1)).await,
+        json!({"a":[10,20,30,1]})
+    );
+    assert_eq!(
+        one(&e, arr.clone(), "a.0", "merge", json!({"x":1})).await,
+        json!({"a":[{"x":1},20,30]})
+    );
     assert_eq!(one(&e, arr.clone(), "/a/-", "replace", json!(1)).await, arr);
-    assert_eq!(one(&e, json!({"a":{"0":1}}), "a.0", "set", json!(2)).await, json!({"a":{"0":2}}));
+    assert_eq!(
+        one(&e, json!({"a":{"0":1}}), "a.0", "set", json!(2)).await,
+        json!({"a":{"0":2}})
+    );
 }
 
 #[tokio::test]
 async fn insert_only_where_absent() {
     let e = engine();
-    assert_eq!(one(&e, json!({}), "a.b", "insert", json!(1)).await, json!({"a":{"b":1}}));
-    assert_eq!(one(&e, json!({"a":{"b":0}}), "a.b", "insert", json!(1)).await, json!({"a":{"b":0}}));
+    assert_eq!(
+        one(&e, json!({}), "a.b", "insert", json!(1)).await,
+        json!({"a":{"b":1}})
+    );
+    assert_eq!(
+        one(&e, json!({"a":{"b":0}}), "a.b", "insert", json!(1)).await,
+        json!({"a":{"b":0}})
+    );
     for base in [json!({"a":5}), json!({"a":null}), json!({"a":[1]})] {
-        assert_eq!(one(&e, base.clone(), "a.b", "insert", json!(1)).await, base, "value in the way");
+        assert_eq!(
+            one(&e, base.clone(), "a.b", "insert", json!(1)).await,
+            base,
+            "value in the way"
+        );
     }
-    assert_eq!(one(&e, json!({"a":{}}), "a.b.c", "insert", json!(1)).await, json!({"a":{"b":{"c":1}}}));
+    assert_eq!(
+        one(&e, json!({"a":{}}), "a.b.c", "insert", json!(1)).await,
+        json!({"a":{"b":{"c":1}}})
+    );
 }
 
 #[tokio::test]
 async fn replace_only_where_the_whole_path_exists() {
     let e = engine();
-    assert_eq!(one(&e, json!({"a":{"b":0}}), "a.b", "replace", json!(1)).await, json!({"a":{"b":1}}));
-    assert_eq!(one(&e, json!({"a":{}}), "a.b", "replace", json!(1)).await, json!({"a":{}}));
-    assert_eq!(one(&e, json!({}), "a.b", "replace", json!(1)).await, json!({}));
-    assert_eq!(one(&e, json!({"a":5}), "a.b", "replace", json!(1)).await, json!({"a":5}));
-    assert_eq!(one(&e, json!({"a":null}), "a", "replace", json!(1)).await, json!({"a":1}));
+    assert_eq!(
+        one(&e, json!({"a":{"b":0}}), "a.b", "replace", json!(1)).await,
+        json!({"a":{"b":1}})
+    );
+    assert_eq!(
+        one(&e, json!({"a":{}}), "a.b", "replace", json!(1)).await,
+        json!({"a":{}})
+    );
+    assert_eq!(
+        one(&e, json!({}), "a.b", "replace", json!(1)).await,
+        json!({})
+    );
+    assert_eq!(
+        one(&e, json!({"a":5}), "a.b", "replace", json!(1)).await,
+        json!({"a":5})
+    );
+    assert_eq!(
+        one(&e, json!({"a":null}), "a", "replace", json!(1)).await,
+        json!({"a":1})
+    );
 }
 
 #[tokio::test]
 async fn merge_at_a_path() {
     let e = engine();
     assert_eq!(
-        one(&e, json!({"p":{"a":1,"b":2}}), "p", "merge", json!({"b":null,"c":3})).await,
+        one(
+            &e,
+            json!({"p":{"a":1,"b":2}}),
+            "p",
+            "merge",
+            json!({"b":null,"c":3})
+        )
+        .await,
         json!({"p":{"a":1,"c":3}})
     );
-    assert_eq!(one(&e, json!({"p":5}), "p", "merge", json!({"a":{"b":null}})).await, json!({"p":{"a":{}}}));
-    assert_eq!(one(&e, json!({}), "x.y", "merge", json!({"a":1})).await, json!({"x":{"y":{"a":1}}}));
-    assert_eq!(one(&e, json!({"p":{"a":1}}), "p", "merge", json!([1])).await, json!({"p":[1]}));
+    assert_eq!(
+        one(&e, json!({"p":5}), "p", "merge", json!({"a":{"b":null}})).await,
+        json!({"p":{"a":{}}})
+    );
+    assert_eq!(
+        one(&e, json!({}), "x.y", "merge", json!({"a":1})).await,
+        json!({"x":{"y":{"a":1}}})
+    );
+    assert_eq!(
+        one(&e, json!({"p":{"a":1}}), "p", "merge", json!([1])).await,
+        json!({"p":[1]})
+    );
 }
 
 /// RFC 7396 Appendix A, applied at the root.
@@ -109,22 +208,38 @@ async fn rfc7396_appendix_a() {
         (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
         (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
         (json!({"a":"b"}), json!({"a":null}), json!({})),
-        (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+        (
+            json!({"a":"b","b":"c"}),
+            json!({"a":null}),
+            json!({"b":"c"}),
+        ),
         (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
         (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-        (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+        (
+            json!({"a":{"b":"c"}}),
+            json!({"a":{"b":"d","c":null}}),
+            json!({"a":{"b":"d"}}),
+        ),
         (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-        (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+        (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
         (json!({"a":"b"}), json!(["c"]), json!(["c"])),
         (json!({"a":"foo"}), json!(null), json!(null)),
         (json!({"a":"foo"}), json!("bar"), json!("bar")),
         (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-        (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-        (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+        (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+        (
+            json!({}),
+            json!({"a":{"bb":{"ccc":null}}}),
+            json!({"a":{"bb":{}}}),
+        ),
     ];
     let e = engine();
     for (target, patch, want) in cases {
-        assert_eq!(one(&e, target.clone(), "$", "merge", patch.clone()).await, want, "{target} + {patch}");
+        assert_eq!(
+            one(&e, target.clone(), "$", "merge", patch.clone()).await,
+            want,
+            "{target} + {patch}"
+        );
     }
 }
 
@@ -141,7 +256,10 @@ async fn rfc7396_trap_is_a_left_fold() {
     // Split at every point, as a snapshot would: same answer.
     for cut in 0..=writes.len() {
         let base = fold(&e, None, &writes[..cut]).await.unwrap();
-        assert_eq!(fold(&e, Some(base), &writes[cut..]).await.unwrap(), json!({"k":{"a":1}}));
+        assert_eq!(
+            fold(&e, Some(base), &writes[cut..]).await.unwrap(),
+            json!({"k":{"a":1}})
+        );
     }
 }
 
@@ -149,13 +267,37 @@ async fn rfc7396_trap_is_a_left_fold() {
 async fn proto_and_constructor_are_ordinary_keys() {
     let e = engine();
     let base: Value = serde_json::from_str(r#"{"__proto__":{"x":1},"constructor":2}"#).unwrap();
-    let got = fold(&e, Some(base), &[("__proto__.y", "set", json!(3)), ("constructor", "merge", json!({"a":1}))])
-        .await
-        .unwrap();
-    assert_eq!(got, serde_json::from_str::<Value>(r#"{"__proto__":{"x":1,"y":3},"constructor":{"a":1}}"#).unwrap());
-    let got = one(&e, json!({}), "$", "merge", serde_json::from_str(r#"{"__proto__":{"polluted":true}}"#).unwrap()).await;
-    assert_eq!(got, serde_json::from_str::<Value>(r#"{"__proto__":{"polluted":true}}"#).unwrap());
-    assert_eq!(one(&e, json!({}), "/a\"b'c", "set", json!(1)).await, json!({"a\"b'c":1}));
+    let got = fold(
+        &e,
+        Some(base),
+        &[
+            ("__proto__.y", "set", json!(3)),
+            ("constructor", "merge", json!({"a":1})),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got,
+        serde_json::from_str::<Value>(r#"{"__proto__":{"x":1,"y":3},"constructor":{"a":1}}"#)
+            .unwrap()
+    );
+    let got = one(
+        &e,
+        json!({}),
+        "$",
+        "merge",
+        serde_json::from_str(r#"{"__proto__":{"polluted":true}}"#).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        got,
+        serde_json::from_str::<Value>(r#"{"__proto__":{"polluted":true}}"#).unwrap()
+    );
+    assert_eq!(
+        one(&e, json!({}), "/a\"b'c", "set", json!(1)).await,
+        json!({"a\"b'c":1})
+    );
 }
 
 #[tokio::test]
@@ -167,7 +309,10 @@ async fn value_at_path_and_absent_path() {
     assert_eq!(out.at_path.as_deref(), Some("[1,2]"));
     assert_eq!(out.doc, None);
     let q = vec!["nope".to_string()];
-    let out = e.fold(fold_input(Some("{}"), &[], Some(&q), false)).await.unwrap();
+    let out = e
+        .fold(fold_input(Some("{}"), &[], Some(&q), false))
+        .await
+        .unwrap();
     assert_eq!(out.at_path, None);
 }
 
@@ -181,25 +326,62 @@ fn mode(name: &str, source: &str) -> UserMode {
 #[tokio::test]
 async fn user_modes_and_their_failures_are_contained() {
     let e = engine_with(vec![
-        mode("incr", "function merge(cur, v) { return (cur === undefined ? 0 : cur) + v; }"),
+        mode(
+            "incr",
+            "function merge(cur, v) { return (cur === undefined ? 0 : cur) + v; }",
+        ),
         mode("drop", "function merge(cur, v) { return undefined; }"),
-        mode("boom", "function merge(cur, v) { throw new Error('no ' + v); }"),
+        mode(
+            "boom",
+            "function merge(cur, v) { throw new Error('no ' + v); }",
+        ),
         mode("spin", "function merge(cur, v) { for (;;) {} }"),
-        mode("hog", "function merge(cur, v) { const a = []; for (;;) a.push(new Array(1e5).fill(1)); }"),
-        mode("deep", "function merge(cur, v) { function r(n) { return r(n + 1) + 1; } return r(0); }"),
+        mode(
+            "hog",
+            "function merge(cur, v) { const a = []; for (;;) a.push(new Array(1e5).fill(1)); }",
+        ),
+        mode(
+            "deep",
+            "function merge(cur, v) { function r(n) { return r(n + 1) + 1; } return r(0); }",
+        ),
     ]);
-    let got = fold(&e, None, &[("n", "incr", json!(2)), ("n", "incr", json!(3)), ("x", "drop", json!(0))])
-        .await
-        .unwrap();
+    let got = fold(
+        &e,
+        None,
+        &[
+            ("n", "incr", json!(2)),
+            ("n", "incr", json!(3)),
+            ("x", "drop", json!(0)),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(got, json!({"n":5}));
-    assert_eq!(one(&e, json!({"n":1,"m":2}), "n", "drop", json!(0)).await, json!({"m":2}));
+    assert_eq!(
+        one(&e, json!({"n":1,"m":2}), "n", "drop", json!(0)).await,
+        json!({"m":2})
+    );
 
-    for (m, needle) in [("boom", "no 7"), ("spin", "deadline"), ("hog", "memory"), ("deep", "stack")] {
-        let err = fold(&e, None, &[("a", "set", json!(1)), ("a", m, json!(7))]).await.unwrap_err();
+    for (m, needle) in [
+        ("boom", "no 7"),
+        ("spin", "deadline"),
+        ("hog", "memory"),
+        ("deep", "stack"),
+    ] {
+        let err = fold(&e, None, &[("a", "set", json!(1)), ("a", m, json!(7))])
+            .await
+            .unwrap_err();
         assert_eq!(err.delta, Some(1), "{m}: {err:?}");
-        assert!(err.message.to_lowercase().contains(needle), "{m}: {}", err.message);
+        assert!(
+            err.message.to_lowercase().contains(needle),
+            "{m}: {}",
+            err.message
+        );
         // The engine recovers: a plain fold works right after.
-        assert_eq!(one(&e, json!({}), "ok", "set", json!(true)).await, json!({"ok":true}));
+        assert_eq!(
+            one(&e, json!({}), "ok", "set", json!(true)).await,
+            json!({"ok":true})
+        );
     }
     assert!(e.rebuilds() >= 4);
 }
@@ -207,15 +389,21 @@ async fn user_modes_and_their_failures_are_contained() {
 #[tokio::test]
 async fn unknown_mode_at_read_is_an_error_naming_it() {
     let e = engine();
-    let err = fold(&e, None, &[("a", "gone", json!(1))]).await.unwrap_err();
+    let err = fold(&e, None, &[("a", "gone", json!(1))])
+        .await
+        .unwrap_err();
     assert_eq!(err.delta, Some(0));
     assert!(err.message.contains("gone"));
 }
 
 #[test]
 fn broken_mode_file_stops_start_up() {
-    let err = Engine::start(1, Limits::default(), vec![mode("bad", "function merge( {")]).err().unwrap();
+    let err = Engine::start(1, Limits::default(), vec![mode("bad", "function merge( {")])
+        .err()
+        .unwrap();
     assert!(err.contains("bad"), "{err}");
-    let err = Engine::start(1, Limits::default(), vec![mode("none", "var x = 1;")]).err().unwrap();
+    let err = Engine::start(1, Limits::default(), vec![mode("none", "var x = 1;")])
+        .err()
+        .unwrap();
     assert!(err.contains("none"), "{err}");
 }
