@@ -1,0 +1,300 @@
+//! End-to-end failure tests: the sidecar down, frozen or restarted, Redis
+//! restarted from its AOF, and a replica. Each asserts a clear error, no hang,
+//! and nothing acknowledged lost or half-visible.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use lake_tests::{read, redis, wait_for, write, zrange, Lake, Options};
+use serde_json::json;
+
+#[test]
+fn sidecar_down_gives_lakedown_fast_and_reconnects_by_itself() {
+    let mut lake = Lake::with(Options {
+        timeout_ms: 2000,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "d", "a", "1").unwrap();
+    lake.kill_sidecar();
+    let t = Instant::now();
+    let err = write(&mut c, "d", "a", "2").unwrap_err();
+    assert!(err.starts_with("LAKEDOWN"), "{err}");
+    let err = read(&mut c, "d", &[]).unwrap_err();
+    assert!(err.starts_with("LAKEDOWN"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(2000),
+        "errors come before the timeout: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        zrange(&mut c, "catalog:{d}").len(),
+        1,
+        "failed write indexed nothing"
+    );
+    lake.start_sidecar();
+    write(&mut c, "d", "a", "3").unwrap();
+    assert_eq!(read(&mut c, "d", &[]).unwrap(), Some(json!({"a":3})));
+}
+
+#[test]
+fn frozen_sidecar_times_out_clients_and_late_answers_index_nothing() {
+    let lake = Lake::with(Options {
+        timeout_ms: 500,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "f", "a", "1").unwrap();
+    lake.signal_sidecar("STOP");
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let mut c = lake.con();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = write(&mut c, "f", "a", &format!("{}", 100 + i));
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    // PING stays fast while clients are blocked.
+    let mut ping = lake.con();
+    for _ in 0..50 {
+        let t = Instant::now();
+        assert_eq!(
+            redis::cmd("PING").query::<String>(&mut ping).unwrap(),
+            "PONG"
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "PING took {:?}",
+            t.elapsed()
+        );
+    }
+    for h in handles {
+        let (r, took) = h.join().unwrap();
+        let err = r.unwrap_err();
+        assert!(err.starts_with("TIMEOUT"), "{err}");
+        assert!(
+            took < Duration::from_millis(500 + 1000),
+            "answered after {took:?}"
+        );
+    }
+    lake.signal_sidecar("CONT");
+    // The sidecar now finishes the uploads, but the module dropped those
+    // requests: no index entry may appear for writes reported as failed.
+    write(&mut c, "f", "b", "2").unwrap();
+    let (status, metrics) = lake.http_get("/metrics");
+    assert_eq!(status, 200);
+    let stored: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lake_writes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(stored >= 2, "{metrics}");
+    wait_for("late uploads to land", Duration::from_secs(10), || {
+        lake.objects().len() >= 12
+    });
+    assert_eq!(
+        zrange(&mut c, "catalog:{f}").len(),
+        2,
+        "only the acknowledged writes are indexed"
+    );
+    assert_eq!(read(&mut c, "f", &[]).unwrap(), Some(json!({"a":1,"b":2})));
+}
+
+#[test]
+fn sidecar_killed_under_load_loses_nothing_acknowledged() {
+    let mut lake = Lake::with(Options {
+        timeout_ms: 2000,
+        ..Options::default()
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..16)
+        .map(|t| {
+            let mut c = lake.con();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut failed = 0;
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match write(&mut c, "load", &format!("w{t}.n{i}"), &i.to_string()) {
+                        Ok(r) => acked.push((format!("w{t}.n{i}"), r)),
+                        Err(e) => {
+                            assert!(e.starts_with("LAKEDOWN") || e.starts_with("TIMEOUT"), "{e}");
+                            failed += 1;
+                        }
+                    }
+                    i += 1;
+                }
+                (acked, failed)
+            })
+        })
+        .collect();
+    let mut c = lake.con();
+    wait_for("some acknowledged writes", Duration::from_secs(20), || {
+        zrange(&mut c, "catalog:{load}").len() >= 200
+    });
+    lake.kill_sidecar();
+    wait_for(
+        "failures while the sidecar is down",
+        Duration::from_secs(10),
+        || write(&mut c, "probe", "a", "1").is_err(),
+    );
+    lake.start_sidecar();
+    wait_for("writes to work again", Duration::from_secs(20), || {
+        write(&mut c, "probe", "a", "1").is_ok()
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for w in workers {
+        let (a, f) = w.join().unwrap();
+        acked.extend(a);
+        failed += f;
+    }
+    assert!(failed > 0, "the kill was felt");
+    let index = zrange(&mut c, "catalog:{load}");
+    let objects: std::collections::HashSet<String> = lake.objects().into_iter().collect();
+    // Every acknowledged write has its entry with its stamp, and its object.
+    for (field, (uuid, stamp)) in &acked {
+        assert!(
+            index.contains(&(format!("{field}:{uuid}"), *stamp)),
+            "lost {field} {uuid}"
+        );
+    }
+    // No entry without its object.
+    for (m, _) in &index {
+        let uuid = m.rsplit_once(':').unwrap().1;
+        assert!(
+            objects.contains(&format!("load/{uuid}.json")),
+            "index entry {m} has no object"
+        );
+    }
+    assert_eq!(
+        index.len(),
+        acked.len(),
+        "only acknowledged writes are indexed"
+    );
+    let doc = read(&mut c, "load", &[]).unwrap().unwrap();
+    for (field, _) in &acked {
+        let (w, n) = field.split_once('.').unwrap();
+        assert!(doc[w][n].is_number(), "{field} missing from the read");
+    }
+}
+
+#[test]
+fn writes_survive_redis_restart_with_aof() {
+    let mut lake = Lake::with(Options {
+        redis_args: ["--appendonly", "yes", "--appendfsync", "always"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        acked.push(write(&mut c, "aof", &format!("k{i}"), &i.to_string()).unwrap());
+    }
+    read(&mut c, "aof", &["SNAP"]).unwrap();
+    let before_snap = zrange(&mut c, "catalog:{aof}:snap");
+    drop(c);
+    lake.restart_redis();
+    let mut c = lake.con();
+    let index = zrange(&mut c, "catalog:{aof}");
+    for (i, (uuid, stamp)) in acked.iter().enumerate() {
+        assert!(
+            index.contains(&(format!("k{i}:{uuid}"), *stamp)),
+            "k{i} lost across restart"
+        );
+    }
+    assert_eq!(zrange(&mut c, "catalog:{aof}:snap"), before_snap);
+    assert_eq!(read(&mut c, "aof", &[]).unwrap().unwrap()["k49"], json!(49));
+}
+
+struct Replica(Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn replica_gets_the_exact_stamps_and_never_commits_snapshots() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let port = lake_tests::free_port();
+    let dir = lake.dir.path().join("replica");
+    std::fs::create_dir_all(&dir).unwrap();
+    let so = lake_tests::target_dir().join("liblake.so");
+    let _replica = Replica(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args([
+                "--replicaof",
+                "127.0.0.1",
+                &lake.port.to_string(),
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .arg("--loadmodule")
+            .arg(&so)
+            .arg("socket")
+            .arg(lake.socket())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn replica"),
+    );
+    let url = format!("redis://127.0.0.1:{port}/");
+    let mut r = None;
+    wait_for("the replica to sync", Duration::from_secs(20), || {
+        let Ok(mut con) = redis::Client::open(url.as_str()).and_then(|cl| cl.get_connection())
+        else {
+            return false;
+        };
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut con)
+            .unwrap_or_default();
+        let up = info.contains("master_link_status:up");
+        if up {
+            r = Some(con);
+        }
+        up
+    });
+    let mut r = r.unwrap();
+    for i in 0..20 {
+        write(&mut c, "rep", &format!("k{i}"), &i.to_string()).unwrap();
+    }
+    read(&mut c, "rep", &["SNAP"]).unwrap();
+    write(&mut c, "rep", "last", "1").unwrap();
+    let want = (
+        zrange(&mut c, "catalog:{rep}"),
+        zrange(&mut c, "catalog:{rep}:snap"),
+    );
+    wait_for("the replica to catch up", Duration::from_secs(10), || {
+        (
+            zrange(&mut r, "catalog:{rep}"),
+            zrange(&mut r, "catalog:{rep}:snap"),
+        ) == want
+    });
+    // Reads work on the replica and never write a snapshot there.
+    assert_eq!(
+        read(&mut r, "rep", &["SNAP"]).unwrap().unwrap()["last"],
+        json!(1)
+    );
+    assert_eq!(zrange(&mut r, "catalog:{rep}:snap"), want.1);
+    let err = write(&mut r, "rep", "x", "1").unwrap_err();
+    assert!(err.starts_with("READONLY"), "{err}");
+}
