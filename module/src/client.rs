@@ -250,20 +250,15 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
 }
 
 fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u64) {
-    loop {
-        match proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES) {
-            Ok(Some((id, payload))) => {
-                let res = proto::decode::<Response>(&payload);
-                if id == UNSOLICITED_ID {
-                    if let Ok(r) = res {
-                        let f = shared.unsolicited;
-                        let _ = std::panic::catch_unwind(move || f(r));
-                    }
-                } else {
-                    shared.complete(id, res);
-                }
+    while let Ok(Some((id, payload))) = proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES) {
+        let res = proto::decode::<Response>(&payload);
+        if id == UNSOLICITED_ID {
+            if let Ok(r) = res {
+                let f = shared.unsolicited;
+                let _ = std::panic::catch_unwind(move || f(r));
             }
-            Ok(None) | Err(_) => break,
+        } else {
+            shared.complete(id, res);
         }
     }
     shared.broken.fetch_max(generation, Ordering::AcqRel);

@@ -25,7 +25,7 @@ impl Config {
         let mut timeout_ms: u64 = 5000;
         let mut snapshot_every: usize = 64;
         let mut max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
-        if args.len() % 2 != 0 {
+        if !args.len().is_multiple_of(2) {
             return Err(LakeError::invalid(
                 "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>]",
             ));
