@@ -15,9 +15,31 @@ struct Args {
     /// Unix socket the module connects to (created with mode 0600).
     #[arg(long, env = "LAKE_SOCKET")]
     socket: PathBuf,
-    /// Object store URL: file:///<dir> (one file per object).
+    /// Object store URL: file:///<dir> (one file per object) or s3://<bucket>/<prefix>.
     #[arg(long, env = "LAKE_STORE")]
     store: String,
+    /// S3 flavour: aws (virtual-hosted, SDK endpoint), oss (Aliyun OSS:
+    /// virtual-hosted, https://s3.oss-<region>.aliyuncs.com) or minio (path style).
+    #[arg(long, env = "LAKE_S3_PROVIDER", default_value = "aws")]
+    s3_provider: store::s3::Provider,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (overrides the provider's).
+    #[arg(long, env = "LAKE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: from the AWS config chain, else us-east-1).
+    #[arg(long, env = "LAKE_S3_REGION")]
+    s3_region: Option<String>,
+    /// Use path-style addressing (http://host/bucket/key).
+    #[arg(long, env = "LAKE_S3_PATH_STYLE")]
+    s3_path_style: bool,
+    /// Deadline of one S3 request including retries, in milliseconds.
+    #[arg(long, env = "LAKE_S3_TIMEOUT_MS", default_value_t = 4000)]
+    s3_timeout_ms: u64,
+    /// S3 requests in flight at once.
+    #[arg(long, env = "LAKE_S3_MAX_CONCURRENCY", default_value_t = 256)]
+    s3_max_concurrency: usize,
+    /// Bodies above this many MiB are uploaded in parts.
+    #[arg(long, env = "LAKE_S3_MULTIPART_MB", default_value_t = 16)]
+    s3_multipart_mb: usize,
     /// HTTP address for /healthz and /metrics, e.g. 127.0.0.1:9740. Off when unset.
     #[arg(long, env = "LAKE_HTTP")]
     http: Option<String>,
@@ -47,7 +69,6 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let store = store::open(&args.store).map_err(|e| e.message)?;
     let user_modes = match &args.modes {
         Some(dir) => merge::load_modes(dir)?,
         None => Vec::new(),
@@ -66,7 +87,19 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
+    let s3opts = store::S3Options {
+        provider: args.s3_provider,
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        path_style: args.s3_path_style,
+        timeout: Duration::from_millis(args.s3_timeout_ms),
+        max_concurrency: args.s3_max_concurrency,
+        multipart_threshold: args.s3_multipart_mb << 20,
+    };
     rt.block_on(async move {
+        let store = store::open(&args.store, &s3opts)
+            .await
+            .map_err(|e| e.message)?;
         let service = service::Service::new(store, engine);
         if let Err(e) = service.store.health().await {
             eprintln!("lake-sidecar: warning: {}", e.message);

@@ -11,6 +11,7 @@
 //! - No key escapes the store's root ([`check_key`]).
 
 pub mod file;
+pub mod s3;
 
 use async_trait::async_trait;
 use lake_shared::LakeError;
@@ -27,8 +28,20 @@ pub trait Store: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// Opens a store from its URL.
-pub fn open(url: &str) -> Result<Box<dyn Store>, LakeError> {
+/// Options for `s3://` stores (ignored by the others).
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    pub provider: s3::Provider,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    pub timeout: std::time::Duration,
+    pub max_concurrency: usize,
+    pub multipart_threshold: usize,
+}
+
+/// Opens a store from its URL: `file:///<dir>` or `s3://<bucket>/<prefix>`.
+pub async fn open(url: &str, s3opts: &S3Options) -> Result<Box<dyn Store>, LakeError> {
     if let Some(path) = url.strip_prefix("file://") {
         if path.is_empty() {
             return Err(LakeError::invalid(
@@ -37,8 +50,19 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, LakeError> {
         }
         return Ok(Box::new(file::FileStore::open(path)?));
     }
+    if url.starts_with("s3://") {
+        let mut s = s3::Settings::from_url(url)?;
+        s.provider = s3opts.provider;
+        s.endpoint = s3opts.endpoint.clone();
+        s.region = s3opts.region.clone();
+        s.path_style = s3opts.path_style;
+        s.timeout = s3opts.timeout;
+        s.max_concurrency = s3opts.max_concurrency;
+        s.multipart_threshold = s3opts.multipart_threshold;
+        return Ok(Box::new(s3::S3Store::open(s).await?));
+    }
     Err(LakeError::invalid(format!(
-        "unsupported store '{url}': use file:///<dir>"
+        "unsupported store '{url}': use file:///<dir> or s3://<bucket>/<prefix>"
     )))
 }
 

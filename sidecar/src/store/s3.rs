@@ -1,0 +1,469 @@
+//! `s3://bucket/prefix`: AWS S3, Aliyun OSS, MinIO and other S3-compatible
+//! servers, through aws-sdk-s3.
+//!
+//! Invariants:
+//! - Request checksum calculation and response checksum validation are
+//!   always "when required": OSS rejects aws-chunked uploads, and some
+//!   servers store the chunked framing as the body while reporting success.
+//!   These are correctness settings, pinned by unit tests for every preset.
+//! - Keys are `<prefix>/<key>`; keys were checked by [`check_key`].
+//! - At most `max_concurrency` requests are in flight; the SDK's connection
+//!   pool reuses connections.
+//! - Retries (SDK standard mode, with backoff) cover throttling, 5xx and
+//!   timeouts for GET and PUT. A retried PUT is harmless: the key contains
+//!   the write's uuid, so it overwrites the same object and the index gets at
+//!   most one entry (the module indexes only after `put` returns).
+//! - A missing object (`NoSuchKey`) is a `Data` error naming the key, never
+//!   retried. Credentials are never logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use lake_shared::LakeError;
+use tokio::sync::Semaphore;
+
+use super::{check_key, Store};
+
+/// Which kind of server the settings target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// AWS S3: virtual-hosted style, endpoint resolved by the SDK.
+    Aws,
+    /// Aliyun OSS: virtual-hosted style, `https://s3.oss-<region>.aliyuncs.com`.
+    Oss,
+    /// MinIO and other local servers: path style, explicit endpoint.
+    Minio,
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "aws" | "s3" => Ok(Provider::Aws),
+            "oss" | "aliyun" => Ok(Provider::Oss),
+            "minio" | "local" => Ok(Provider::Minio),
+            other => Err(format!("unknown S3 provider '{other}' (aws, oss, minio)")),
+        }
+    }
+}
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bucket: String,
+    pub prefix: String,
+    pub provider: Provider,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Force path-style addressing (`--s3-path-style`).
+    pub path_style: bool,
+    pub timeout: Duration,
+    pub max_concurrency: usize,
+    /// Values above this many bytes are uploaded in parts.
+    pub multipart_threshold: usize,
+    pub part_size: usize,
+}
+
+impl Settings {
+    /// Parses `s3://bucket[/prefix]` and fills defaults.
+    pub fn from_url(url: &str) -> Result<Settings, LakeError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| LakeError::invalid(format!("not an s3:// URL: '{url}'")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(LakeError::invalid(
+                "s3:// store needs a bucket: s3://<bucket>/<prefix>",
+            ));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() {
+            check_key(&prefix)?;
+        }
+        Ok(Settings {
+            bucket: bucket.to_string(),
+            prefix,
+            provider: Provider::Aws,
+            endpoint: None,
+            region: None,
+            path_style: false,
+            timeout: Duration::from_secs(4),
+            max_concurrency: 256,
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+        })
+    }
+}
+
+/// The client configuration a preset resolves to; pinned by unit tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    pub request_checksum: RequestChecksumCalculation,
+    pub response_checksum: ResponseChecksumValidation,
+}
+
+/// Resolves a preset plus explicit flags (flags win).
+pub fn resolve(s: &Settings) -> Result<Resolved, LakeError> {
+    let (endpoint, path_style) = match s.provider {
+        Provider::Aws => (s.endpoint.clone(), s.path_style),
+        Provider::Oss => {
+            let endpoint =
+                match (&s.endpoint, &s.region) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(r)) => format!("https://s3.oss-{r}.aliyuncs.com"),
+                    (None, None) => return Err(LakeError::invalid(
+                        "--s3-provider oss needs --s3-region (e.g. cn-hangzhou) or --s3-endpoint",
+                    )),
+                };
+            (Some(endpoint), s.path_style)
+        }
+        Provider::Minio => {
+            let e = s.endpoint.clone().ok_or_else(|| {
+                LakeError::invalid(
+                    "--s3-provider minio needs --s3-endpoint (e.g. http://127.0.0.1:9000)",
+                )
+            })?;
+            (Some(e), true)
+        }
+    };
+    let region = s.region.clone().or_else(|| match s.provider {
+        Provider::Minio => Some("us-east-1".to_string()),
+        _ => None,
+    });
+    Ok(Resolved {
+        endpoint,
+        region,
+        path_style,
+        request_checksum: RequestChecksumCalculation::WhenRequired,
+        response_checksum: ResponseChecksumValidation::WhenRequired,
+    })
+}
+
+/// Builds the SDK client for resolved settings, credentials from the
+/// standard AWS chain (env vars, profile, instance role).
+pub async fn client(r: &Resolved, timeout: Duration) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(client_config(r, timeout).await)
+}
+
+async fn client_config(r: &Resolved, timeout: Duration) -> aws_sdk_s3::Config {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &r.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    let shared = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(r.path_style)
+        .request_checksum_calculation(r.request_checksum.clone())
+        .response_checksum_validation(r.response_checksum.clone())
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3))
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2).min(timeout))
+                .operation_attempt_timeout(timeout)
+                .operation_timeout(timeout)
+                .build(),
+        );
+    if shared.region().is_none() {
+        b = b.region(Region::new("us-east-1"));
+    }
+    if let Some(e) = &r.endpoint {
+        b = b.endpoint_url(e);
+    }
+    b.build()
+}
+
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    settings: Settings,
+    endpoint: Option<String>,
+    limit: Arc<Semaphore>,
+}
+
+impl S3Store {
+    pub async fn open(settings: Settings) -> Result<S3Store, LakeError> {
+        let r = resolve(&settings)?;
+        let client = client(&r, settings.timeout).await;
+        Ok(S3Store {
+            client,
+            endpoint: r.endpoint,
+            limit: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
+            settings,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> Result<String, LakeError> {
+        check_key(key)?;
+        Ok(if self.settings.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.settings.prefix)
+        })
+    }
+
+    async fn put_multipart(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+        let s = &self.settings;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key(key)
+            .content_type("application/json")
+            .send()
+            .await
+            .map_err(reason)?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let res = async {
+            let mut parts = Vec::new();
+            for (i, chunk) in body.chunks(s.part_size.max(5 << 20)).enumerate() {
+                let n = i as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&s.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .body(ByteStream::from(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(reason)?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag)
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&s.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(reason)?;
+            Ok::<(), String>(())
+        }
+        .await;
+        if res.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&s.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        res
+    }
+}
+
+/// The most useful one-line reason of an SDK error: the service's code and
+/// message when there is one, else the whole error chain.
+fn reason<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> String {
+    match e.code() {
+        Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
+        None => DisplayErrorContext(&e).to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError> {
+        let full = self.full_key(key)?;
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| LakeError::internal("store closed"))?;
+        let res = if body.len() > self.settings.multipart_threshold {
+            self.put_multipart(&full, body).await
+        } else {
+            self.client
+                .put_object()
+                .bucket(&self.settings.bucket)
+                .key(&full)
+                .content_type("application/json")
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(reason)
+        };
+        res.map_err(|why| {
+            LakeError::unavailable(format!(
+                "cannot store object '{key}' in {}: {why}",
+                self.describe()
+            ))
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, LakeError> {
+        let full = self.full_key(key)?;
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| LakeError::internal("store closed"))?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| {
+                let missing = e.as_service_error().is_some_and(|se| se.is_no_such_key());
+                if missing {
+                    LakeError::data(format!(
+                        "object '{key}' is missing from {}",
+                        self.describe()
+                    ))
+                } else {
+                    LakeError::unavailable(format!(
+                        "cannot read object '{key}' from {}: {}",
+                        self.describe(),
+                        reason(e)
+                    ))
+                }
+            })?;
+        let bytes = out.body.collect().await.map_err(|e| {
+            LakeError::unavailable(format!("reading object '{key}' failed midway: {e}"))
+        })?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    async fn health(&self) -> Result<(), LakeError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.settings.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let why = match e.raw_response().map(|r| r.status().as_u16()) {
+                    Some(404) => "bucket does not exist".to_string(),
+                    Some(403) => "access denied (check credentials and bucket policy)".to_string(),
+                    _ => reason(e),
+                };
+                LakeError::unavailable(format!("store {} is unavailable: {why}", self.describe()))
+            })
+    }
+
+    fn describe(&self) -> String {
+        let s = &self.settings;
+        let mut out = format!("s3://{}/{}", s.bucket, s.prefix);
+        if let Some(e) = &self.endpoint {
+            out.push_str(&format!(" at {e}"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(provider: Provider) -> Settings {
+        let mut s = Settings::from_url("s3://bkt/some/prefix").unwrap();
+        s.provider = provider;
+        s
+    }
+
+    #[test]
+    fn url_parsing() {
+        let s = Settings::from_url("s3://bkt/a/b/").unwrap();
+        assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("bkt", "a/b"));
+        let s = Settings::from_url("s3://bkt").unwrap();
+        assert_eq!(s.prefix, "");
+        assert!(Settings::from_url("s3:///x").is_err());
+        assert!(Settings::from_url("s3://b/../x").is_err());
+    }
+
+    #[test]
+    fn oss_preset_is_virtual_hosted_with_checksums_when_required() {
+        let mut s = settings(Provider::Oss);
+        s.region = Some("cn-hangzhou".into());
+        let r = resolve(&s).unwrap();
+        assert_eq!(
+            r.endpoint.as_deref(),
+            Some("https://s3.oss-cn-hangzhou.aliyuncs.com")
+        );
+        assert!(!r.path_style);
+        assert_eq!(r.request_checksum, RequestChecksumCalculation::WhenRequired);
+        assert_eq!(
+            r.response_checksum,
+            ResponseChecksumValidation::WhenRequired
+        );
+        assert!(
+            resolve(&settings(Provider::Oss)).is_err(),
+            "oss needs a region"
+        );
+    }
+
+    #[test]
+    fn minio_preset_is_path_style_and_needs_an_endpoint() {
+        let mut s = settings(Provider::Minio);
+        assert!(resolve(&s).is_err());
+        s.endpoint = Some("http://127.0.0.1:9000".into());
+        let r = resolve(&s).unwrap();
+        assert!(r.path_style);
+        assert_eq!(r.region.as_deref(), Some("us-east-1"));
+        assert_eq!(r.request_checksum, RequestChecksumCalculation::WhenRequired);
+        assert_eq!(
+            r.response_checksum,
+            ResponseChecksumValidation::WhenRequired
+        );
+    }
+
+    #[test]
+    fn aws_preset_defaults_and_flags_win() {
+        let r = resolve(&settings(Provider::Aws)).unwrap();
+        assert_eq!((r.endpoint.clone(), r.path_style), (None, false));
+        let mut s = settings(Provider::Aws);
+        s.endpoint = Some("http://localhost:1".into());
+        s.path_style = true;
+        let r = resolve(&s).unwrap();
+        assert_eq!(
+            (r.endpoint.as_deref(), r.path_style),
+            (Some("http://localhost:1"), true)
+        );
+        assert_eq!(r.request_checksum, RequestChecksumCalculation::WhenRequired);
+    }
+
+    #[tokio::test]
+    async fn built_client_carries_the_checksum_settings() {
+        for p in [Provider::Aws, Provider::Oss, Provider::Minio] {
+            let mut s = settings(p);
+            s.region = Some("cn-hangzhou".into());
+            s.endpoint = (p == Provider::Minio).then(|| "http://127.0.0.1:9".into());
+            let cfg = client_config(&resolve(&s).unwrap(), Duration::from_secs(1)).await;
+            assert_eq!(
+                cfg.request_checksum_calculation(),
+                Some(&RequestChecksumCalculation::WhenRequired)
+            );
+            assert_eq!(
+                cfg.response_checksum_validation(),
+                Some(&ResponseChecksumValidation::WhenRequired)
+            );
+        }
+    }
+}
