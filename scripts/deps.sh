@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and running Lake needs and this machine lacks:
 # redis-server (and redis-cli/redis-benchmark) and libclang-dev (bindgen, for
-# the redis-module crate). Uses apt-get when run as root; otherwise says what
-# to install and fails.
+# the redis-module crate); with `test`, also what the suite needs: Python's
+# venv (for moto_server) and docker-compose v1 (validates the compose file
+# offline). Uses apt-get when run as root; otherwise says what to install and
+# fails.
 set -euo pipefail
 
 missing=()
@@ -11,11 +13,10 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 if ! ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h >/dev/null 2>&1; then
   missing+=(libclang-dev)
 fi
-for extra in "$@"; do
-  case "$extra" in
-    python3-venv) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv) ;;
-  esac
-done
+if [ "${1:-}" = test ]; then
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "deps: cargo is missing: install Rust 1.94 or newer (https://rustup.rs)" >&2

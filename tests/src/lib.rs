@@ -50,9 +50,48 @@ pub fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Which object store the sidecar uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `file://` in the test's directory.
+    File,
+    /// `s3://` against `lake-s3-test-server` (s3s + s3s-fs) on loopback.
+    S3,
+    /// `s3://` against `moto_server` (PyPI) on loopback.
+    Moto,
+}
+
+pub const BUCKET: &str = "lake";
+pub const PREFIX: &str = "pre/fix";
+const ACCESS_KEY: &str = "lake-test";
+const SECRET_KEY: &str = "lake-test-secret";
+
+/// Where `moto_server` is: `$LAKE_MOTO_SERVER`, else the venv `make test` makes.
+pub fn moto_server() -> PathBuf {
+    std::env::var_os("LAKE_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/moto_server")
+        })
+}
+
+/// A running S3-compatible server.
+struct S3Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// How to start a Lake.
 #[derive(Clone, Debug)]
 pub struct Options {
+    pub store: StoreKind,
     pub timeout_ms: u64,
     pub snapshot_every: usize,
     /// Custom modes: (name, source).
@@ -64,6 +103,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            store: StoreKind::File,
             timeout_ms: 5000,
             snapshot_every: 64,
             modes: Vec::new(),
@@ -81,6 +121,10 @@ pub struct Lake {
     pub opts: Options,
     redis: Option<Child>,
     sidecar: Option<Child>,
+    s3: Option<S3Server>,
+    s3_port: u16,
+    rt: tokio::runtime::Runtime,
+    s3_client: Option<aws_sdk_s3::Client>,
 }
 
 impl Lake {
@@ -106,7 +150,24 @@ impl Lake {
             opts,
             redis: None,
             sidecar: None,
+            s3: None,
+            s3_port: free_port(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            s3_client: None,
         };
+        if lake.opts.store != StoreKind::File {
+            lake.start_store();
+            let client = s3_client(lake.s3_port);
+            if lake.opts.store == StoreKind::Moto {
+                lake.rt
+                    .block_on(client.create_bucket().bucket(BUCKET).send())
+                    .expect("create bucket on moto");
+            }
+            lake.s3_client = Some(client);
+        }
         lake.start_sidecar();
         lake.start_redis();
         lake
@@ -128,14 +189,80 @@ impl Lake {
             .expect("log file")
     }
 
+    /// Starts the S3 server (again, on the same port and data after a stop).
+    pub fn start_store(&mut self) {
+        assert!(self.s3.is_none(), "store already running");
+        let port = self.s3_port;
+        let child = match self.opts.store {
+            StoreKind::File => return,
+            StoreKind::S3 => {
+                let root = self.dir.path().join("s3root");
+                Command::new(binary("lake-s3-test-server"))
+                    .arg("--addr")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .args([
+                        "--access-key",
+                        ACCESS_KEY,
+                        "--secret-key",
+                        SECRET_KEY,
+                        "--bucket",
+                        BUCKET,
+                    ])
+                    .arg(&root)
+                    .stdout(self.log("s3.log"))
+                    .stderr(self.log("s3.log"))
+                    .spawn()
+                    .expect("spawn lake-s3-test-server")
+            }
+            StoreKind::Moto => {
+                let bin = moto_server();
+                assert!(
+                    bin.exists(),
+                    "{} is missing: `make test` installs moto[server]",
+                    bin.display()
+                );
+                Command::new(bin)
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(self.log("s3.log"))
+                    .stderr(self.log("s3.log"))
+                    .spawn()
+                    .expect("spawn moto_server")
+            }
+        };
+        self.s3 = Some(S3Server { child, port });
+        wait_for("the S3 server to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Kills the S3 server (its data stays for `start_store`).
+    pub fn stop_store(&mut self) {
+        self.s3 = None;
+    }
+
+    fn store_url(&self) -> String {
+        match self.opts.store {
+            StoreKind::File => format!("file://{}", self.store_dir().display()),
+            _ => format!("s3://{BUCKET}/{PREFIX}"),
+        }
+    }
+
     /// Starts the sidecar and waits until its socket accepts connections.
     pub fn start_sidecar(&mut self) {
         assert!(self.sidecar.is_none(), "sidecar already running");
         let mut cmd = Command::new(binary("lake-sidecar"));
+        if let Some(s3) = &self.s3 {
+            cmd.args(["--s3-provider", "minio", "--s3-endpoint"])
+                .arg(format!("http://127.0.0.1:{}", s3.port))
+                .args(["--s3-timeout-ms", "1500"])
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        }
         cmd.arg("--socket")
             .arg(self.socket())
             .arg("--store")
-            .arg(format!("file://{}", self.store_dir().display()))
+            .arg(self.store_url())
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.opts.sidecar_args)
@@ -236,8 +363,36 @@ impl Lake {
         }
     }
 
-    /// All object files in the store (relative keys), sorted.
+    /// All object keys in the store (below the store root), sorted.
     pub fn objects(&self) -> Vec<String> {
+        if let Some(client) = &self.s3_client {
+            let mut out = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .rt
+                    .block_on(
+                        client
+                            .list_objects_v2()
+                            .bucket(BUCKET)
+                            .prefix(format!("{PREFIX}/"))
+                            .set_continuation_token(token.take())
+                            .send(),
+                    )
+                    .expect("list objects");
+                for o in page.contents() {
+                    if let Some(k) = o.key().and_then(|k| k.strip_prefix(&format!("{PREFIX}/"))) {
+                        out.push(k.to_string());
+                    }
+                }
+                match page.next_continuation_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+            out.sort();
+            return out;
+        }
         fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
             let Ok(rd) = std::fs::read_dir(dir) else {
                 return;
@@ -258,6 +413,65 @@ impl Lake {
         walk(&self.store_dir(), &self.store_dir(), &mut out);
         out.sort();
         out
+    }
+
+    /// The bytes of one object, read straight from the store.
+    pub fn object(&self, key: &str) -> Vec<u8> {
+        match &self.s3_client {
+            Some(client) => self
+                .rt
+                .block_on(async {
+                    let o = client
+                        .get_object()
+                        .bucket(BUCKET)
+                        .key(format!("{PREFIX}/{key}"))
+                        .send()
+                        .await?;
+                    Ok::<_, Box<dyn std::error::Error>>(
+                        o.body.collect().await?.into_bytes().to_vec(),
+                    )
+                })
+                .unwrap_or_else(|e| panic!("get {key}: {e}")),
+            None => std::fs::read(self.store_dir().join(key))
+                .unwrap_or_else(|e| panic!("read {key}: {e}")),
+        }
+    }
+
+    /// Replaces one object's bytes behind Lake's back.
+    pub fn put_object(&self, key: &str, body: &[u8]) {
+        match &self.s3_client {
+            Some(client) => {
+                self.rt
+                    .block_on(
+                        client
+                            .put_object()
+                            .bucket(BUCKET)
+                            .key(format!("{PREFIX}/{key}"))
+                            .body(body.to_vec().into())
+                            .send(),
+                    )
+                    .expect("put object");
+            }
+            None => std::fs::write(self.store_dir().join(key), body).expect("write object"),
+        }
+    }
+
+    /// Deletes one object behind Lake's back.
+    pub fn delete_object(&self, key: &str) {
+        match &self.s3_client {
+            Some(client) => {
+                self.rt
+                    .block_on(
+                        client
+                            .delete_object()
+                            .bucket(BUCKET)
+                            .key(format!("{PREFIX}/{key}"))
+                            .send(),
+                    )
+                    .expect("delete object");
+            }
+            None => std::fs::remove_file(self.store_dir().join(key)).expect("remove object"),
+        }
     }
 
     /// GETs a path from the sidecar's HTTP server; returns (status, body).
@@ -289,8 +503,9 @@ impl Drop for Lake {
     fn drop(&mut self) {
         self.kill_redis();
         self.kill_sidecar();
+        self.stop_store();
         if std::thread::panicking() {
-            for name in ["redis.log", "sidecar.log"] {
+            for name in ["redis.log", "sidecar.log", "s3.log"] {
                 if let Ok(log) = std::fs::read_to_string(self.dir.path().join(name)) {
                     let tail: Vec<&str> = log.lines().rev().take(20).collect();
                     eprintln!("--- last lines of {name} ---");
@@ -371,4 +586,27 @@ pub fn zrange(con: &mut redis::Connection, key: &str) -> Vec<(String, i64)> {
         .arg("WITHSCORES")
         .query(con)
         .expect("ZRANGE")
+}
+
+/// A client for the test S3 server (path style, checksums only when required).
+fn s3_client(port: u16) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{
+        Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    };
+    let cfg = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "lake-tests",
+        ))
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(cfg)
 }

@@ -5,7 +5,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use lake_tests::{read, redis, wait_for, write, zrange, Lake, Options};
+use lake_tests::{read, redis, wait_for, write, zrange, Lake, Options, StoreKind};
 use serde_json::json;
 
 #[test]
@@ -102,12 +102,16 @@ fn frozen_sidecar_times_out_clients_and_late_answers_index_nothing() {
     assert_eq!(read(&mut c, "f", &[]).unwrap(), Some(json!({"a":1,"b":2})));
 }
 
-#[test]
-fn sidecar_killed_under_load_loses_nothing_acknowledged() {
-    let mut lake = Lake::with(Options {
-        timeout_ms: 2000,
-        ..Options::default()
-    });
+/// Runs 16 writers against `lake`, applies `fault` once 200 writes are
+/// acknowledged, waits until writes fail, applies `recover`, waits until they
+/// work again, then checks that every acknowledged write is indexed with its
+/// stamp and has its object, that nothing else is indexed, and that every
+/// failure was a clear LAKEDOWN or TIMEOUT.
+fn load_through_fault(
+    lake: &mut Lake,
+    fault: impl FnOnce(&mut Lake),
+    recover: impl FnOnce(&mut Lake),
+) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..16)
         .map(|t| {
@@ -135,13 +139,11 @@ fn sidecar_killed_under_load_loses_nothing_acknowledged() {
     wait_for("some acknowledged writes", Duration::from_secs(20), || {
         zrange(&mut c, "catalog:{load}").len() >= 200
     });
-    lake.kill_sidecar();
-    wait_for(
-        "failures while the sidecar is down",
-        Duration::from_secs(10),
-        || write(&mut c, "probe", "a", "1").is_err(),
-    );
-    lake.start_sidecar();
+    fault(lake);
+    wait_for("failures during the fault", Duration::from_secs(10), || {
+        write(&mut c, "probe", "a", "1").is_err()
+    });
+    recover(lake);
     wait_for("writes to work again", Duration::from_secs(20), || {
         write(&mut c, "probe", "a", "1").is_ok()
     });
@@ -153,17 +155,15 @@ fn sidecar_killed_under_load_loses_nothing_acknowledged() {
         acked.extend(a);
         failed += f;
     }
-    assert!(failed > 0, "the kill was felt");
+    assert!(failed > 0, "the fault was felt");
     let index = zrange(&mut c, "catalog:{load}");
     let objects: std::collections::HashSet<String> = lake.objects().into_iter().collect();
-    // Every acknowledged write has its entry with its stamp, and its object.
     for (field, (uuid, stamp)) in &acked {
         assert!(
             index.contains(&(format!("{field}:{uuid}"), *stamp)),
             "lost {field} {uuid}"
         );
     }
-    // No entry without its object.
     for (m, _) in &index {
         let uuid = m.rsplit_once(':').unwrap().1;
         assert!(
@@ -181,6 +181,74 @@ fn sidecar_killed_under_load_loses_nothing_acknowledged() {
         let (w, n) = field.split_once('.').unwrap();
         assert!(doc[w][n].is_number(), "{field} missing from the read");
     }
+}
+
+#[test]
+fn sidecar_killed_under_load_loses_nothing_acknowledged() {
+    let mut lake = Lake::with(Options {
+        timeout_ms: 2000,
+        ..Options::default()
+    });
+    load_through_fault(&mut lake, Lake::kill_sidecar, Lake::start_sidecar);
+}
+
+#[test]
+fn s3_server_killed_under_load_fails_cleanly_and_recovers() {
+    let mut lake = Lake::with(Options {
+        store: StoreKind::S3,
+        timeout_ms: 3000,
+        ..Options::default()
+    });
+    load_through_fault(&mut lake, Lake::stop_store, Lake::start_store);
+}
+
+#[test]
+fn file_store_unwritable_under_load_fails_cleanly_and_recovers() {
+    let mut lake = Lake::with(Options {
+        timeout_ms: 3000,
+        ..Options::default()
+    });
+    // Root ignores permissions, so make the store root a plain file instead.
+    let aside = lake.dir.path().join("store-aside");
+    load_through_fault(
+        &mut lake,
+        |l| {
+            std::fs::rename(l.store_dir(), &aside).unwrap();
+            std::fs::write(l.store_dir(), b"not a directory").unwrap();
+        },
+        |l| {
+            std::fs::remove_file(l.store_dir()).unwrap();
+            std::fs::rename(&aside, l.store_dir()).unwrap();
+        },
+    );
+}
+
+#[test]
+fn store_down_writes_fail_within_the_timeout_and_reads_say_why() {
+    let mut lake = Lake::with(Options {
+        store: StoreKind::S3,
+        timeout_ms: 3000,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "sd", "a", "1").unwrap();
+    lake.stop_store();
+    let t = Instant::now();
+    let err = write(&mut c, "sd", "b", "2").unwrap_err();
+    assert!(err.starts_with("LAKEDOWN cannot store object"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(3000),
+        "{:?}",
+        t.elapsed()
+    );
+    let err = read(&mut c, "sd", &[]).unwrap_err();
+    assert!(err.starts_with("LAKEDOWN catalog 'sd'"), "{err}");
+    let (status, body) = lake.http_get("/healthz");
+    assert_eq!(status, 503, "{body}");
+    lake.start_store();
+    assert_eq!(zrange(&mut c, "catalog:{sd}").len(), 1);
+    write(&mut c, "sd", "c", "3").unwrap();
+    assert_eq!(read(&mut c, "sd", &[]).unwrap(), Some(json!({"a":1,"c":3})));
 }
 
 #[test]

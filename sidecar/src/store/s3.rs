@@ -163,8 +163,8 @@ async fn client_config(r: &Resolved, timeout: Duration) -> aws_sdk_s3::Config {
     let shared = loader.load().await;
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(r.path_style)
-        .request_checksum_calculation(r.request_checksum.clone())
-        .response_checksum_validation(r.response_checksum.clone())
+        .request_checksum_calculation(r.request_checksum)
+        .response_checksum_validation(r.response_checksum)
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
             aws_sdk_s3::config::timeout::TimeoutConfig::builder()
