@@ -208,18 +208,14 @@ fn file_store_unwritable_under_load_fails_cleanly_and_recovers() {
         timeout_ms: 3000,
         ..Options::default()
     });
-    // Root ignores permissions, so make the store root a plain file instead.
+    // Root ignores permissions, so take the store root away (as an unmounted
+    // disk would) and put it back.
     let aside = lake.dir.path().join("store-aside");
+    let back = aside.clone();
     load_through_fault(
         &mut lake,
-        |l| {
-            std::fs::rename(l.store_dir(), &aside).unwrap();
-            std::fs::write(l.store_dir(), b"not a directory").unwrap();
-        },
-        |l| {
-            std::fs::remove_file(l.store_dir()).unwrap();
-            std::fs::rename(&aside, l.store_dir()).unwrap();
-        },
+        |l| std::fs::rename(l.store_dir(), &aside).unwrap(),
+        |l| std::fs::rename(&back, l.store_dir()).unwrap(),
     );
 }
 

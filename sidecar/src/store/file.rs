@@ -35,11 +35,33 @@ impl FileStore {
     }
 }
 
-fn write_durably(path: &Path, body: &[u8]) -> std::io::Result<()> {
+/// Creates the folders of `key` below `root`, one level at a time, never
+/// `root` itself: a store root that vanished (an unmounted disk) must fail
+/// writes, not be silently recreated somewhere else.
+fn create_folders(root: &Path, key: &str) -> std::io::Result<()> {
+    let mut dir = root.to_path_buf();
+    let mut parts: Vec<&str> = key.split('/').collect();
+    parts.pop();
+    for part in parts {
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let msg = format!("store root {} is missing", root.display());
+                return Err(std::io::Error::new(e.kind(), msg));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn write_durably(root: &Path, key: &str, path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("object key has no folder"))?;
-    std::fs::create_dir_all(dir)?;
+    create_folders(root, key)?;
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -59,7 +81,9 @@ impl Store for FileStore {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError> {
         let path = self.path(key)?;
         let key = key.to_string();
-        tokio::task::spawn_blocking(move || write_durably(&path, &body))
+        let root = self.root.clone();
+        let k = key.clone();
+        tokio::task::spawn_blocking(move || write_durably(&root, &k, &path, &body))
             .await
             .map_err(|e| LakeError::internal(format!("store task failed: {e}")))?
             .map_err(|e| LakeError::unavailable(format!("cannot store object '{key}': {e}")))
@@ -112,6 +136,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.json")]);
+    }
+
+    #[tokio::test]
+    async fn a_vanished_root_fails_writes_instead_of_being_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let s = FileStore::open(root.to_str().unwrap()).unwrap();
+        std::fs::remove_dir(&root).unwrap();
+        let e = s.put("a/b/x.json", b"{}".to_vec()).await.unwrap_err();
+        assert_eq!(e.kind, lake_shared::ErrorKind::Unavailable);
+        assert!(e.message.contains("missing"), "{}", e.message);
+        assert!(!root.exists());
     }
 
     #[tokio::test]
