@@ -46,6 +46,7 @@ struct Shared {
     next_id: AtomicU64,
     /// Generation of the newest connection the reader saw fail.
     broken: AtomicU64,
+    max_inflight: usize,
     unsolicited: Unsolicited,
 }
 
@@ -58,6 +59,7 @@ impl Client {
     pub fn start(
         socket: std::path::PathBuf,
         timeout: Duration,
+        max_inflight: usize,
         unsolicited: Unsolicited,
     ) -> std::io::Result<Client> {
         let shared = Arc::new(Shared {
@@ -66,6 +68,7 @@ impl Client {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             broken: AtomicU64::new(0),
+            max_inflight,
             unsolicited,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -82,6 +85,21 @@ impl Client {
 
     /// Registers a request and queues it. `done` runs exactly once, on a
     /// background thread, within the timeout.
+    /// Refuses new work with `LAKEBUSY` when `max_inflight` requests are
+    /// already waiting, so a stalled sidecar cannot make Redis buffer without
+    /// bound. Only the main thread adds requests, so the check cannot race
+    /// another submit.
+    pub fn check_room(&self) -> Result<(), LakeError> {
+        let n = self.shared.pending.lock().map_or(0, |m| m.len());
+        if n >= self.shared.max_inflight {
+            return Err(LakeError::busy(format!(
+                "{n} requests are waiting for the sidecar (max-inflight {}); retry later",
+                self.shared.max_inflight
+            )));
+        }
+        Ok(())
+    }
+
     pub fn submit(&self, req: &Request, done: Completion) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = proto::encode(id, req);

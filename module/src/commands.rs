@@ -75,6 +75,7 @@ fn write_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, Lake
         .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
     check_can_block(ctx, "LAKE.WRITE")?;
     let client = state::client()?;
+    client.check_room()?;
 
     let uuid = uuid::Uuid::new_v4().to_string();
     let req = Request::Put(Put {
@@ -205,6 +206,7 @@ fn read_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
         return Ok(RedisValue::Null);
     }
 
+    let fence = read_fence(ctx, cat)?;
     let cfg = state::config()?;
     let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     let policy = match snap {
@@ -217,12 +219,14 @@ fn read_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
         None => SnapshotPolicy::Never,
     };
     let client = state::client()?;
+    client.check_room()?;
     let req = Request::Read(Read {
         catalog: cat.to_string(),
         path: read_path,
         base,
         deltas,
         snapshot: policy,
+        fence,
     });
     let cat = cat.to_string();
     let bc = ctx.block_client();
@@ -233,7 +237,7 @@ fn read_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
             let out = guarded(|| match res? {
                 Response::Doc(doc) => {
                     if let Some(s) = &doc.snapshot {
-                        commit_snapshot(&tsc.lock(), &cat, s)?;
+                        commit_snapshot(&tsc.lock(), &cat, s, fence)?;
                     }
                     Ok(doc.json.map_or(RedisValue::Null, |j| {
                         RedisValue::BulkString(j.get().to_string())
@@ -253,7 +257,7 @@ pub fn on_unsolicited(resp: Response) {
     if let Response::SnapshotStored(s) = resp {
         let tsc = ThreadSafeContext::new();
         let ctx = tsc.lock();
-        if let Err(e) = commit_snapshot(&ctx, &s.catalog, &s.snap) {
+        if let Err(e) = commit_snapshot(&ctx, &s.catalog, &s.snap, s.fence) {
             ctx.log_warning(&format!("lake: snapshot commit failed: {}", e.message));
         }
     }
@@ -287,9 +291,18 @@ fn commit_delta(ctx: &Context, cat: &str, member: &str) -> Result<i64, LakeError
     Ok(stamp)
 }
 
-/// Indexes a stored snapshot, except on a replica. Caller holds the lock.
-fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef) -> Result<(), LakeError> {
+/// Indexes a stored snapshot, except on a replica or when a removal
+/// happened since the read it was built from (the fence moved): such a
+/// snapshot may hold a removed delta and is left to GC. Caller holds the lock.
+fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Result<(), LakeError> {
     if ctx.get_flags().contains(ContextFlags::SLAVE) {
+        return Ok(());
+    }
+    if read_fence(ctx, cat)? != fence {
+        ctx.log_notice(&format!(
+            "lake: catalog '{cat}': snapshot {} not committed: a delta was removed since it was built",
+            snap.uuid
+        ));
         return Ok(());
     }
     zadd(
@@ -313,6 +326,115 @@ fn zadd(ctx: &Context, key: &str, score: i64, member: &str) -> Result<(), LakeEr
             e.to_utf8_string().unwrap_or_default()
         ))
     })
+}
+
+fn read_fence(ctx: &Context, cat: &str) -> Result<i64, LakeError> {
+    match ctx.call("GET", &[catalog::fence_key(cat).as_str()]) {
+        Ok(RedisValue::Null) => Ok(0),
+        Ok(v) => value_string(v)?.parse().map_err(|_| {
+            LakeError::data(format!("catalog '{cat}': fence key holds a non-integer"))
+        }),
+        Err(e) => Err(LakeError::invalid(format!(
+            "catalog '{cat}': cannot read the fence: {e}"
+        ))),
+    }
+}
+
+/// Runs a write command from the main thread with replication.
+fn call_replicated(ctx: &Context, cmd: &str, args: &[&str]) -> Result<(), LakeError> {
+    let opts = CallOptionsBuilder::new()
+        .replicate()
+        .errors_as_replies()
+        .build();
+    let res: CallResult = ctx.call_ext(cmd, &opts, args);
+    res.map(|_| ()).map_err(|e| {
+        LakeError::internal(format!(
+            "{cmd} failed: {}",
+            e.to_utf8_string().unwrap_or_default()
+        ))
+    })
+}
+
+/// `LAKE.REMOVE <catalog> <uuid>`: removes one delta from the index (the
+/// repair for a delta that breaks reads) and moves the fence, so no snapshot
+/// built before the removal is committed afterwards. Snapshots already
+/// committed keep what they absorbed. Replies 1 if removed, 0 if not found.
+pub fn remove(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    reply::result(remove_inner(ctx, args))
+}
+
+fn remove_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+    if args.len() != 3 {
+        return Err(LakeError::invalid(
+            "wrong number of arguments: LAKE.REMOVE <catalog> <uuid>",
+        ));
+    }
+    let cat = arg_str(&args[1], "catalog")?;
+    catalog::validate(cat)?;
+    let uuid = arg_str(&args[2], "uuid")?;
+    catalog::validate_uuid(uuid)?;
+    let idx = catalog::index_key(cat);
+    let pattern = format!("*:{uuid}");
+    let mut cursor = "0".to_string();
+    let mut found = None;
+    loop {
+        let v = ctx
+            .call(
+                "ZSCAN",
+                &[idx.as_str(), &cursor, "MATCH", &pattern, "COUNT", "1000"],
+            )
+            .map_err(|e| LakeError::invalid(format!("ZSCAN {idx} failed: {e}")))?;
+        let RedisValue::Array(mut parts) = v else {
+            return Err(LakeError::internal("ZSCAN returned no array"));
+        };
+        if parts.len() != 2 {
+            return Err(LakeError::internal("ZSCAN returned an unexpected shape"));
+        }
+        let items = parts.pop().unwrap_or(RedisValue::Null);
+        cursor = value_string(parts.pop().unwrap_or(RedisValue::Null))?;
+        if let RedisValue::Array(items) = items {
+            for pair in items.chunks(2) {
+                let m = value_string(pair[0].clone())?;
+                if member::decode(&m).is_ok_and(|(_, u)| u == uuid) {
+                    found = Some(m);
+                }
+            }
+        }
+        if found.is_some() || cursor == "0" {
+            break;
+        }
+    }
+    let Some(m) = found else {
+        return Ok(RedisValue::Integer(0));
+    };
+    call_replicated(ctx, "INCR", &[&catalog::fence_key(cat)])?;
+    call_replicated(ctx, "ZREM", &[&idx, &m])?;
+    Ok(RedisValue::Integer(1))
+}
+
+/// `LAKE.DROP <catalog>`: removes the catalog's index keys (its objects are
+/// left to GC) and moves the fence. Replies the number of deltas dropped.
+pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    reply::result(drop_inner(ctx, args))
+}
+
+fn drop_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+    if args.len() != 2 {
+        return Err(LakeError::invalid(
+            "wrong number of arguments: LAKE.DROP <catalog>",
+        ));
+    }
+    let cat = arg_str(&args[1], "catalog")?;
+    catalog::validate(cat)?;
+    let idx = catalog::index_key(cat);
+    let n = match ctx.call("ZCARD", &[idx.as_str()]) {
+        Ok(RedisValue::Integer(n)) => n,
+        Ok(_) => 0,
+        Err(e) => return Err(LakeError::invalid(format!("ZCARD {idx} failed: {e}"))),
+    };
+    call_replicated(ctx, "INCR", &[&catalog::fence_key(cat)])?;
+    call_replicated(ctx, "DEL", &[&idx, &catalog::snap_key(cat)])?;
+    Ok(RedisValue::Integer(n))
 }
 
 fn newest_score(ctx: &Context, key: &str) -> Result<Option<i64>, LakeError> {

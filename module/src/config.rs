@@ -17,6 +17,8 @@ pub struct Config {
     pub snapshot_every: usize,
     /// Largest value `LAKE.WRITE` accepts.
     pub max_value_bytes: usize,
+    /// Requests waiting for the sidecar at most; more get `LAKEBUSY`.
+    pub max_inflight: usize,
 }
 
 impl Config {
@@ -25,9 +27,10 @@ impl Config {
         let mut timeout_ms: u64 = 5000;
         let mut snapshot_every: usize = 64;
         let mut max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
+        let mut max_inflight: usize = 10_000;
         if !args.len().is_multiple_of(2) {
             return Err(LakeError::invalid(
-                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>]",
+                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>]",
             ));
         }
         for pair in args.chunks(2) {
@@ -44,6 +47,7 @@ impl Config {
                 "timeout-ms" => timeout_ms = num("timeout-ms")?.max(1),
                 "snapshot-every" => snapshot_every = num("snapshot-every")? as usize,
                 "max-value-bytes" => max_value_bytes = num("max-value-bytes")? as usize,
+                "max-inflight" => max_inflight = num("max-inflight")?.max(1) as usize,
                 other => {
                     return Err(LakeError::invalid(format!(
                         "unknown module argument '{other}'"
@@ -58,6 +62,7 @@ impl Config {
             timeout: Duration::from_millis(timeout_ms),
             snapshot_every,
             max_value_bytes,
+            max_inflight,
         })
     }
 }

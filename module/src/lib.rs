@@ -48,14 +48,18 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             return Status::Err;
         }
     };
-    let client =
-        match client::Client::start(cfg.socket.clone(), cfg.timeout, commands::on_unsolicited) {
-            Ok(c) => c,
-            Err(e) => {
-                ctx.log_warning(&format!("lake: cannot start channel threads: {e}"));
-                return Status::Err;
-            }
-        };
+    let client = match client::Client::start(
+        cfg.socket.clone(),
+        cfg.timeout,
+        cfg.max_inflight,
+        commands::on_unsolicited,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.log_warning(&format!("lake: cannot start channel threads: {e}"));
+            return Status::Err;
+        }
+    };
     ctx.log_notice(&format!(
         "lake: sidecar socket {}, timeout {} ms, snapshot-every {}",
         cfg.socket.display(),
@@ -85,6 +89,14 @@ fn lake_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("LAKE.READ", commands::read, ctx, args)
 }
 
+fn lake_remove(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.REMOVE", commands::remove, ctx, args)
+}
+
+fn lake_drop(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.DROP", commands::drop_catalog, ctx, args)
+}
+
 redis_module! {
     name: "lake",
     version: 1,
@@ -94,5 +106,7 @@ redis_module! {
     commands: [
         ["lake.write", lake_write, "write deny-oom", 1, 1, 1, ""],
         ["lake.read", lake_read, "readonly", 1, 1, 1, ""],
+        ["lake.remove", lake_remove, "write", 1, 1, 1, ""],
+        ["lake.drop", lake_drop, "write", 1, 1, 1, ""],
     ],
 }

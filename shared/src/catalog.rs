@@ -47,6 +47,12 @@ pub fn snap_key(name: &str) -> String {
     format!("catalog:{{{name}}}:snap")
 }
 
+/// The removal fence of a catalog: a counter bumped by LAKE.REMOVE and
+/// LAKE.DROP, so a snapshot built before a removal is never committed.
+pub fn fence_key(name: &str) -> String {
+    format!("catalog:{{{name}}}:fence")
+}
+
 /// Object key (below the store prefix) of a delta body.
 pub fn delta_object(name: &str, uuid: &str) -> String {
     format!("{name}/{uuid}.json")

@@ -87,6 +87,9 @@ pub struct Read {
     pub base: Option<SnapRef>,
     pub deltas: Vec<DeltaRef>,
     pub snapshot: SnapshotPolicy,
+    /// The catalog's removal fence when the index was read; a snapshot built
+    /// from this read is committed only if the fence is unchanged.
+    pub fence: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -119,6 +122,8 @@ pub struct Doc {
 pub struct SnapshotStored {
     pub catalog: String,
     pub snap: SnapRef,
+    /// The fence of the read the snapshot was built from.
+    pub fence: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

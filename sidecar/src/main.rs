@@ -55,6 +55,9 @@ struct Args {
     /// Deadline for applying one delta during a merge, in milliseconds.
     #[arg(long, env = "LAKE_MERGE_TIMEOUT_MS", default_value_t = 1000)]
     merge_timeout_ms: u64,
+    /// Largest document (or value at a PATH) a read returns, in MiB.
+    #[arg(long, env = "LAKE_MAX_DOC_MB", default_value_t = 512)]
+    max_doc_mb: usize,
     /// Requests served at once; more are refused with LAKEBUSY.
     #[arg(long, env = "LAKE_MAX_INFLIGHT", default_value_t = 4096)]
     max_inflight: usize,
@@ -100,7 +103,7 @@ fn run(args: Args) -> Result<(), String> {
         let store = store::open(&args.store, &s3opts)
             .await
             .map_err(|e| e.message)?;
-        let service = service::Service::new(store, engine);
+        let service = service::Service::new(store, engine, args.max_doc_mb << 20);
         if let Err(e) = service.store.health().await {
             eprintln!("lake-sidecar: warning: {}", e.message);
         }

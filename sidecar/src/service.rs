@@ -30,6 +30,8 @@ pub struct Service {
     pub store: Box<dyn Store>,
     pub engine: Engine,
     pub metrics: Metrics,
+    /// Largest document (or value at a path) a read may return.
+    pub max_doc_bytes: usize,
     building: Mutex<HashSet<String>>,
 }
 
@@ -38,6 +40,7 @@ pub struct Service {
 pub struct Deferred {
     pub catalog: String,
     pub covers: i64,
+    pub fence: i64,
     pub doc: String,
     _guard: BuildGuard,
 }
@@ -57,10 +60,11 @@ impl Drop for BuildGuard {
 }
 
 impl Service {
-    pub fn new(store: Box<dyn Store>, engine: Engine) -> Arc<Service> {
+    pub fn new(store: Box<dyn Store>, engine: Engine, max_doc_bytes: usize) -> Arc<Service> {
         Arc::new(Service {
             store,
             engine,
+            max_doc_bytes,
             metrics: Metrics::default(),
             building: Mutex::new(HashSet::new()),
         })
@@ -212,6 +216,15 @@ impl Service {
         } else {
             doc_text.clone()
         };
+        if let Some(t) = &reply_text {
+            if t.len() > self.max_doc_bytes {
+                return Err(LakeError::invalid(format!(
+                    "catalog '{cat}': the result is {} bytes, above the sidecar's --max-doc-mb ({} bytes); read a PATH instead",
+                    t.len(),
+                    self.max_doc_bytes
+                )));
+            }
+        }
         let json = reply_text.map(raw).transpose()?;
         let mut answer = Doc {
             json,
@@ -229,6 +242,7 @@ impl Service {
                         deferred = Some(Deferred {
                             catalog: cat.to_string(),
                             covers,
+                            fence: r.fence,
                             doc,
                             _guard: guard,
                         })
@@ -246,6 +260,7 @@ impl Service {
         Ok(SnapshotStored {
             catalog: d.catalog.clone(),
             snap,
+            fence: d.fence,
         })
     }
 

@@ -97,6 +97,8 @@ pub struct Options {
     /// Custom modes: (name, source).
     pub modes: Vec<(String, String)>,
     pub redis_args: Vec<String>,
+    /// Extra module arguments (key value ...).
+    pub module_args: Vec<String>,
     pub sidecar_args: Vec<String>,
 }
 
@@ -108,6 +110,7 @@ impl Default for Options {
             snapshot_every: 64,
             modes: Vec::new(),
             redis_args: Vec::new(),
+            module_args: Vec::new(),
             sidecar_args: Vec::new(),
         }
     }
@@ -297,6 +300,7 @@ impl Lake {
             .arg(self.opts.timeout_ms.to_string())
             .arg("snapshot-every")
             .arg(self.opts.snapshot_every.to_string())
+            .args(&self.opts.module_args)
             .stdout(self.log("redis.log"))
             .stderr(self.log("redis.log"))
             .spawn()

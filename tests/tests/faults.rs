@@ -102,7 +102,7 @@ fn frozen_sidecar_times_out_clients_and_late_answers_index_nothing() {
     assert_eq!(read(&mut c, "f", &[]).unwrap(), Some(json!({"a":1,"b":2})));
 }
 
-/// Runs 16 writers against `lake`, applies `fault` once 200 writes are
+/// Runs 50 writers against `lake`, applies `fault` once 200 writes are
 /// acknowledged, waits until writes fail, applies `recover`, waits until they
 /// work again, then checks that every acknowledged write is indexed with its
 /// stamp and has its object, that nothing else is indexed, and that every
@@ -113,7 +113,7 @@ fn load_through_fault(
     recover: impl FnOnce(&mut Lake),
 ) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..16)
+    let workers: Vec<_> = (0..50)
         .map(|t| {
             let mut c = lake.con();
             let stop = stop.clone();
@@ -285,15 +285,14 @@ impl Drop for Replica {
     }
 }
 
-#[test]
-fn replica_gets_the_exact_stamps_and_never_commits_snapshots() {
-    let lake = Lake::start();
-    let mut c = lake.con();
+/// Starts a replica of `lake` with the module loaded (same sidecar) and
+/// returns it with a connection once it is in sync.
+fn start_replica(lake: &Lake) -> (Replica, redis::Connection) {
     let port = lake_tests::free_port();
     let dir = lake.dir.path().join("replica");
     std::fs::create_dir_all(&dir).unwrap();
     let so = lake_tests::target_dir().join("liblake.so");
-    let _replica = Replica(
+    let replica = Replica(
         Command::new("redis-server")
             .args([
                 "--port",
@@ -337,7 +336,14 @@ fn replica_gets_the_exact_stamps_and_never_commits_snapshots() {
         }
         up
     });
-    let mut r = r.unwrap();
+    (replica, r.unwrap())
+}
+
+#[test]
+fn replica_gets_the_exact_stamps_and_never_commits_snapshots() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let (_replica, mut r) = start_replica(&lake);
     for i in 0..20 {
         write(&mut c, "rep", &format!("k{i}"), &i.to_string()).unwrap();
     }
@@ -361,4 +367,93 @@ fn replica_gets_the_exact_stamps_and_never_commits_snapshots() {
     assert_eq!(zrange(&mut r, "catalog:{rep}:snap"), want.1);
     let err = write(&mut r, "rep", "x", "1").unwrap_err();
     assert!(err.starts_with("READONLY"), "{err}");
+}
+
+/// After a failover to a replica whose clock is behind the stamps already in
+/// the index, new writes still sort above every existing entry.
+#[test]
+fn promoted_replica_allocates_stamps_above_entries_from_the_future() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let (_replica, mut r) = start_replica(&lake);
+    let (uuid, stamp) = write(&mut c, "fo", "a", "1").unwrap();
+    // The old primary's clock ran an hour ahead: move the entry there.
+    let ahead = stamp + 3_600_000_000;
+    redis::cmd("ZADD")
+        .arg("catalog:{fo}")
+        .arg("XX")
+        .arg(ahead)
+        .arg(format!("a:{uuid}"))
+        .query::<i64>(&mut c)
+        .unwrap();
+    wait_for(
+        "the replica to see the moved entry",
+        Duration::from_secs(10),
+        || zrange(&mut r, "catalog:{fo}") == vec![(format!("a:{uuid}"), ahead)],
+    );
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<String>(&mut r)
+        .unwrap();
+    let (_, s1) = write(&mut r, "fo", "a", "2").unwrap();
+    let (_, s2) = write(&mut r, "fo", "b", "3").unwrap();
+    assert_eq!(s1, ahead + 1);
+    assert_eq!(s2, ahead + 2);
+    assert_eq!(read(&mut r, "fo", &[]).unwrap(), Some(json!({"a":2,"b":3})));
+}
+
+/// Redis SIGKILLed under a 20-client write load and restarted from its AOF
+/// (appendfsync always): every acknowledged write is there with its stamp.
+#[test]
+fn acknowledged_writes_survive_redis_kill_under_load_with_aof() {
+    let mut lake = Lake::with(Options {
+        redis_args: ["--appendonly", "yes", "--appendfsync", "always"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let workers: Vec<_> = (0..20)
+        .map(|t| {
+            let mut c = lake.con();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    match write(&mut c, "kill", &format!("w{t}.n{i}"), &i.to_string()) {
+                        Ok(r) => acked.push((format!("w{t}.n{i}"), r)),
+                        Err(_) => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut c = lake.con();
+    wait_for("some acknowledged writes", Duration::from_secs(20), || {
+        zrange(&mut c, "catalog:{kill}").len() >= 300
+    });
+    drop(c);
+    lake.kill_redis();
+    let acked: Vec<_> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    lake.restart_redis();
+    let mut c = lake.con();
+    let index = zrange(&mut c, "catalog:{kill}");
+    for (field, (uuid, stamp)) in &acked {
+        assert!(
+            index.contains(&(format!("{field}:{uuid}"), *stamp)),
+            "acknowledged {field} lost"
+        );
+    }
+    let objects: std::collections::HashSet<String> = lake.objects().into_iter().collect();
+    for (m, _) in &index {
+        let uuid = m.rsplit_once(':').unwrap().1;
+        assert!(
+            objects.contains(&format!("kill/{uuid}.json")),
+            "index entry {m} has no object"
+        );
+    }
+    assert!(read(&mut c, "kill", &[]).unwrap().is_some());
 }

@@ -1,0 +1,283 @@
+//! End-to-end: repair (LAKE.REMOVE with its fence, LAKE.DROP), limits and
+//! backpressure, and who can reach what (ACLs, key specs, the socket).
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use lake_tests::{err_text, read, redis, wait_for, write, write_mode, zrange, Lake, Options};
+use serde_json::json;
+
+fn metric(lake: &Lake, name: &str) -> i64 {
+    let (_, body) = lake.http_get("/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+}
+
+#[test]
+fn remove_repairs_a_catalog_whose_reads_fail() {
+    let lake = Lake::with(Options {
+        modes: vec![(
+            "picky".into(),
+            "function merge(c, v) { if (v < 0) throw new Error('negative'); return v; }".into(),
+        )],
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write_mode(&mut c, "r", "a", "1", "picky").unwrap();
+    let (bad, _) = write_mode(&mut c, "r", "a", "-1", "picky").unwrap();
+    write(&mut c, "r", "b", "2").unwrap();
+    let err = read(&mut c, "r", &[]).unwrap_err();
+    assert!(err.contains(&bad), "{err}");
+    let removed: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("r")
+        .arg(&bad)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(read(&mut c, "r", &[]).unwrap(), Some(json!({"a":1,"b":2})));
+    let again: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("r")
+        .arg(&bad)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(again, 0);
+    let err = redis::cmd("LAKE.REMOVE")
+        .arg("r")
+        .arg("../x")
+        .query::<i64>(&mut c)
+        .map_err(err_text)
+        .unwrap_err();
+    assert!(err.starts_with("ERR invalid uuid"), "{err}");
+    assert_eq!(zrange(&mut c, "catalog:{r}").len(), 2);
+    // The object stays for GC; the index no longer names it.
+    assert!(lake.objects().contains(&format!("r/{bad}.json")));
+}
+
+/// A snapshot built from a read that started before a removal must not be
+/// committed after it: it may hold the removed delta.
+#[test]
+fn snapshot_built_before_a_removal_is_not_committed() {
+    let lake = Lake::with(Options {
+        modes: vec![(
+            "slow".into(),
+            "function merge(c, v) { const t = Date.now(); while (Date.now() - t < 400) {} return v; }".into(),
+        )],
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "f", "a", "1").unwrap();
+    let (gone, _) = write(&mut c, "f", "secret", "42").unwrap();
+    write_mode(&mut c, "f", "z", "3", "slow").unwrap();
+    let mut c2 = lake.con();
+    let reader = std::thread::spawn(move || read(&mut c2, "f", &["SNAP"]));
+    wait_for("the merge to be in flight", Duration::from_secs(10), || {
+        metric(&lake, "lake_inflight") >= 1
+    });
+    let removed: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("f")
+        .arg(&gone)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(removed, 1);
+    let doc = reader.join().unwrap().unwrap().unwrap();
+    assert_eq!(
+        doc["secret"],
+        json!(42),
+        "the read itself began before the removal"
+    );
+    assert!(
+        zrange(&mut c, "catalog:{f}:snap").is_empty(),
+        "fenced snapshot was committed"
+    );
+    assert_eq!(
+        read(&mut c, "f", &["NOSNAP"]).unwrap(),
+        Some(json!({"a":1,"z":3}))
+    );
+    // A snapshot after the removal is committed normally.
+    read(&mut c, "f", &["SNAP"]).unwrap();
+    assert_eq!(zrange(&mut c, "catalog:{f}:snap").len(), 1);
+}
+
+#[test]
+fn drop_removes_the_index_and_keeps_objects_for_gc() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    for i in 0..3 {
+        write(&mut c, "d", &format!("k{i}"), "1").unwrap();
+    }
+    read(&mut c, "d", &["SNAP"]).unwrap();
+    let n: i64 = redis::cmd("LAKE.DROP").arg("d").query(&mut c).unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(read(&mut c, "d", &[]).unwrap(), None);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("catalog:{d}")
+        .arg("catalog:{d}:snap")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, 0);
+    assert_eq!(lake.objects().len(), 4);
+    write(&mut c, "d", "fresh", "1").unwrap();
+    assert_eq!(read(&mut c, "d", &[]).unwrap(), Some(json!({"fresh":1})));
+}
+
+#[test]
+fn too_many_waiting_requests_get_lakebusy() {
+    let lake = Lake::with(Options {
+        timeout_ms: 3000,
+        module_args: vec!["max-inflight".into(), "2".into()],
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "b", "a", "1").unwrap();
+    lake.signal_sidecar("STOP");
+    let blocked: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = lake.con();
+            std::thread::spawn(move || write(&mut c, "b", "x", "1"))
+        })
+        .collect();
+    wait_for("two blocked clients", Duration::from_secs(5), || {
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut c).unwrap();
+        info.contains("blocked_clients:2")
+    });
+    let t = Instant::now();
+    let err = write(&mut c, "b", "y", "1").unwrap_err();
+    assert!(err.starts_with("LAKEBUSY"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "LAKEBUSY is immediate"
+    );
+    lake.signal_sidecar("CONT");
+    for b in blocked {
+        assert!(
+            b.join().unwrap().is_ok(),
+            "blocked writes complete once the sidecar resumes"
+        );
+    }
+    write(&mut c, "b", "z", "1").unwrap();
+}
+
+#[test]
+fn oversized_read_result_is_refused_with_a_hint() {
+    let lake = Lake::with(Options {
+        sidecar_args: vec!["--max-doc-mb".into(), "1".into()],
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(
+        &mut c,
+        "big",
+        "blob",
+        &format!("\"{}\"", "x".repeat(2 << 20)),
+    )
+    .unwrap();
+    write(&mut c, "big", "small", "1").unwrap();
+    let err = read(&mut c, "big", &[]).unwrap_err();
+    assert!(
+        err.starts_with("ERR catalog 'big': the result is") && err.contains("PATH"),
+        "{err}"
+    );
+    assert_eq!(
+        read(&mut c, "big", &["PATH", "small"]).unwrap(),
+        Some(json!(1))
+    );
+}
+
+#[test]
+fn commands_declare_the_catalog_as_their_key_with_flags() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    for (args, flag) in [
+        (vec!["LAKE.WRITE", "tenantA/users", "f", "1"], "write"),
+        (vec!["LAKE.READ", "tenantA/users", "PATH", "f"], "readonly"),
+        (
+            vec![
+                "LAKE.REMOVE",
+                "tenantA/users",
+                "0f8fad5b-d9cb-469f-a165-70867728950e",
+            ],
+            "write",
+        ),
+        (vec!["LAKE.DROP", "tenantA/users"], "write"),
+    ] {
+        let keys: Vec<String> = redis::cmd("COMMAND")
+            .arg("GETKEYS")
+            .arg(&args)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(keys, vec!["tenantA/users".to_string()], "{args:?}");
+        let info: redis::Value = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg(args[0])
+            .query(&mut c)
+            .unwrap();
+        let text = format!("{info:?}");
+        assert!(text.contains(flag), "{} lacks {flag}: {text}", args[0]);
+        if args[0] == "LAKE.WRITE" {
+            assert!(text.contains("denyoom"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn acl_key_patterns_on_catalog_names_allow_and_refuse() {
+    let lake = Lake::start();
+    let mut admin = lake.con();
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "tenant-a",
+            "on",
+            ">secret",
+            "~tenantA/*",
+            "+@all",
+        ])
+        .query::<String>(&mut admin)
+        .unwrap();
+    let mut c = lake.con();
+    redis::cmd("AUTH")
+        .arg("tenant-a")
+        .arg("secret")
+        .query::<String>(&mut c)
+        .unwrap();
+    write(&mut c, "tenantA/users", "f", "1").unwrap();
+    assert_eq!(
+        read(&mut c, "tenantA/users", &[]).unwrap(),
+        Some(json!({"f":1}))
+    );
+    for err in [
+        write(&mut c, "tenantB/users", "f", "1").unwrap_err(),
+        read(&mut c, "tenantB/users", &[]).unwrap_err(),
+    ] {
+        assert!(err.starts_with("NOPERM"), "{err}");
+    }
+    assert!(zrange(&mut admin, "catalog:{tenantB/users}").is_empty());
+}
+
+#[test]
+fn socket_is_private_and_peers_must_handshake() {
+    use std::io::{Read, Write};
+    let lake = Lake::start();
+    let mode = std::fs::metadata(lake.socket())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let before = metric(&lake, "lake_handshake_failures_total");
+    let mut s = std::os::unix::net::UnixStream::connect(lake.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        s.read(&mut buf).unwrap_or(0),
+        0,
+        "the sidecar hangs up on a bad peer"
+    );
+    assert_eq!(metric(&lake, "lake_handshake_failures_total"), before + 1);
+    // The module's own connection is unaffected.
+    let mut c = lake.con();
+    write(&mut c, "ok", "a", "1").unwrap();
+}
