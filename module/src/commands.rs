@@ -13,7 +13,7 @@
 //!   execution.
 //! - Snapshots are never committed on a replica.
 
-use lake_shared::proto::{DeltaRef, Put, Read, Request, Response, SnapRef, SnapshotPolicy};
+use lake_shared::proto::{DeltaRef, Gc, Put, Read, Request, Response, SnapRef, SnapshotPolicy};
 use lake_shared::{catalog, member, mode, path, stamp, LakeError};
 use redis_module::{
     CallOptionsBuilder, CallResult, Context, ContextFlags, RedisResult, RedisString, RedisValue,
@@ -435,6 +435,132 @@ fn drop_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
     call_replicated(ctx, "INCR", &[&catalog::fence_key(cat)])?;
     call_replicated(ctx, "DEL", &[&idx, &catalog::snap_key(cat)])?;
     Ok(RedisValue::Integer(n))
+}
+
+/// `LAKE.GC [DRYRUN] [GRACE <seconds>]`: deletes objects that no index entry
+/// references and that are older than the grace period, and replies
+/// `[scanned, referenced, young, orphans, deleted]`.
+///
+/// The referenced set is read from every `catalog:{*}` key in this command
+/// execution (a SCAN on the main thread: an admin command whose cost grows
+/// with the index). The grace period is never below twice `timeout-ms`, so a
+/// write still waiting for its commit cannot lose its object.
+pub fn gc(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    reply::result(gc_inner(ctx, args))
+}
+
+fn gc_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+    const USAGE: &str = "LAKE.GC [DRYRUN] [GRACE <seconds>]";
+    let cfg = state::config()?;
+    let (mut dry_run, mut grace) = (false, cfg.gc_grace_secs);
+    let mut i = 1;
+    while i < args.len() {
+        match arg_str(&args[i], "option")?.to_ascii_uppercase().as_str() {
+            "DRYRUN" => {
+                dry_run = true;
+                i += 1;
+            }
+            "GRACE" => {
+                let v = args.get(i + 1).ok_or_else(|| {
+                    LakeError::invalid(format!("syntax error: GRACE needs seconds ({USAGE})"))
+                })?;
+                let v = arg_str(v, "GRACE")?;
+                grace = v.parse().map_err(|_| {
+                    LakeError::invalid(format!("GRACE needs whole seconds, got '{v}'"))
+                })?;
+                i += 2;
+            }
+            other => {
+                return Err(LakeError::invalid(format!(
+                    "syntax error near '{other}': {USAGE}"
+                )))
+            }
+        }
+    }
+    let floor = (cfg.timeout.as_secs() * 2).max(1);
+    let grace = grace.max(floor);
+    check_can_block(ctx, "LAKE.GC")?;
+    let client = state::client()?;
+    client.check_room()?;
+
+    let mut referenced = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let v = ctx
+            .call(
+                "SCAN",
+                &[
+                    cursor.as_str(),
+                    "MATCH",
+                    "catalog:{*",
+                    "COUNT",
+                    "1000",
+                    "TYPE",
+                    "zset",
+                ],
+            )
+            .map_err(|e| LakeError::internal(format!("SCAN failed: {e}")))?;
+        let RedisValue::Array(mut parts) = v else {
+            return Err(LakeError::internal("SCAN returned no array"));
+        };
+        let keys = parts.pop().unwrap_or(RedisValue::Null);
+        cursor = value_string(parts.pop().unwrap_or(RedisValue::Null))?;
+        if let RedisValue::Array(keys) = keys {
+            for k in keys {
+                let key = value_string(k)?;
+                let Some(inner) = key.strip_prefix("catalog:{") else {
+                    continue;
+                };
+                let (cat, snap) = match inner.strip_suffix("}:snap") {
+                    Some(c) => (c, true),
+                    None => match inner.strip_suffix('}') {
+                        Some(c) => (c, false),
+                        None => continue,
+                    },
+                };
+                if catalog::validate(cat).is_err() {
+                    continue;
+                }
+                for m in call_strings(ctx, "ZRANGE", &[&key, "0", "-1"])? {
+                    if snap {
+                        if let Ok(u) = member::decode_snap(&m) {
+                            referenced.push(catalog::snapshot_object(cat, u));
+                        }
+                    } else if let Ok((_, u)) = member::decode(&m) {
+                        referenced.push(catalog::delta_object(cat, u));
+                    }
+                }
+            }
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+
+    let req = Request::Gc(Gc {
+        referenced,
+        grace_secs: grace,
+        dry_run,
+    });
+    let bc = ctx.block_client();
+    client.submit(
+        &req,
+        Box::new(move |res| {
+            let tsc = ThreadSafeContext::with_blocked_client(bc);
+            let out = guarded(|| match res? {
+                Response::GcDone(r) => Ok(RedisValue::Array(
+                    [r.scanned, r.referenced, r.young, r.orphans, r.deleted]
+                        .into_iter()
+                        .map(|n| RedisValue::Integer(n as i64))
+                        .collect(),
+                )),
+                Response::Error(e) => Err(e),
+                other => Err(unexpected(&other)),
+            });
+            tsc.reply(reply::result(out));
+        }),
+    );
+    Ok(RedisValue::NoReply)
 }
 
 fn newest_score(ctx: &Context, key: &str) -> Result<Option<i64>, LakeError> {

@@ -19,6 +19,8 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Requests waiting for the sidecar at most; more get `LAKEBUSY`.
     pub max_inflight: usize,
+    /// LAKE.GC keeps unreferenced objects younger than this.
+    pub gc_grace_secs: u64,
 }
 
 impl Config {
@@ -28,9 +30,10 @@ impl Config {
         let mut snapshot_every: usize = 64;
         let mut max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
         let mut max_inflight: usize = 10_000;
+        let mut gc_grace_secs: u64 = 3600;
         if !args.len().is_multiple_of(2) {
             return Err(LakeError::invalid(
-                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>]",
+                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>] [gc-grace-secs <n>]",
             ));
         }
         for pair in args.chunks(2) {
@@ -48,6 +51,7 @@ impl Config {
                 "snapshot-every" => snapshot_every = num("snapshot-every")? as usize,
                 "max-value-bytes" => max_value_bytes = num("max-value-bytes")? as usize,
                 "max-inflight" => max_inflight = num("max-inflight")?.max(1) as usize,
+                "gc-grace-secs" => gc_grace_secs = num("gc-grace-secs")?,
                 other => {
                     return Err(LakeError::invalid(format!(
                         "unknown module argument '{other}'"
@@ -63,6 +67,7 @@ impl Config {
             snapshot_every,
             max_value_bytes,
             max_inflight,
+            gc_grace_secs,
         })
     }
 }

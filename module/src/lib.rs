@@ -93,6 +93,10 @@ fn lake_remove(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("LAKE.REMOVE", commands::remove, ctx, args)
 }
 
+fn lake_gc(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.GC", commands::gc, ctx, args)
+}
+
 fn lake_drop(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("LAKE.DROP", commands::drop_catalog, ctx, args)
 }
@@ -108,5 +112,6 @@ redis_module! {
         ["lake.read", lake_read, "readonly", 1, 1, 1, ""],
         ["lake.remove", lake_remove, "write", 1, 1, 1, ""],
         ["lake.drop", lake_drop, "write", 1, 1, 1, ""],
+        ["lake.gc", lake_gc, "readonly admin", 0, 0, 0, ""],
     ],
 }

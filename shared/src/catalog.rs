@@ -63,6 +63,26 @@ pub fn snapshot_object(name: &str, uuid: &str) -> String {
     format!("{name}/{uuid}.snap.json")
 }
 
+/// Whether an object key has the shape Lake writes (`<catalog>/<uuid>.json`,
+/// `<catalog>/<uuid>.snap.json`) or is a file store's temp file; GC never
+/// touches anything else.
+pub fn is_lake_object(key: &str) -> bool {
+    let Some((cat, name)) = key.rsplit_once('/') else {
+        return false;
+    };
+    if validate(cat).is_err() {
+        return false;
+    }
+    if name.starts_with(".tmp-") {
+        return true;
+    }
+    let stem = name
+        .strip_suffix(".snap.json")
+        .or_else(|| name.strip_suffix(".json"))
+        .unwrap_or_default();
+    validate_uuid(stem).is_ok()
+}
+
 /// Checks that a uuid is the lowercase hyphenated form Lake generates, so it
 /// is safe inside an object key and contains no `:`.
 pub fn validate_uuid(uuid: &str) -> Result<(), LakeError> {
@@ -129,6 +149,17 @@ mod tests {
         assert_eq!(snap_key("users"), "catalog:{users}:snap");
         assert_eq!(delta_object("a/b", "u"), "a/b/u.json");
         assert_eq!(snapshot_object("a/b", "u"), "a/b/u.snap.json");
+    }
+
+    #[test]
+    fn lake_object_shapes() {
+        let u = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        assert!(is_lake_object(&format!("a/b/{u}.json")));
+        assert!(is_lake_object(&format!("a/{u}.snap.json")));
+        assert!(is_lake_object("a/.tmp-x"));
+        assert!(!is_lake_object(&format!("{u}.json")));
+        assert!(!is_lake_object("a/readme.json"));
+        assert!(!is_lake_object("a/.health-x"));
     }
 
     #[test]

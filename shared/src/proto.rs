@@ -92,11 +92,23 @@ pub struct Read {
     pub fence: i64,
 }
 
+/// Delete objects that no index entry references and that are older than
+/// the grace period (orphans of failed or timed-out writes, dropped
+/// catalogs, removed deltas, unused snapshots).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Gc {
+    /// Object keys the index references, read in one command execution.
+    pub referenced: Vec<String>,
+    pub grace_secs: u64,
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Hello(Hello),
     Put(Put),
     Read(Read),
+    Gc(Gc),
 }
 
 /// Handshake accepted.
@@ -132,7 +144,23 @@ pub enum Response {
     Stored(Stored),
     Doc(Doc),
     SnapshotStored(SnapshotStored),
+    GcDone(GcReport),
     Error(LakeError),
+}
+
+/// What a GC pass saw and did.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Lake objects in the store.
+    pub scanned: u64,
+    /// Of those, referenced by the index.
+    pub referenced: u64,
+    /// Unreferenced but younger than the grace period: kept.
+    pub young: u64,
+    /// Unreferenced and old: deleted (or, on a dry run, would be).
+    pub orphans: u64,
+    /// Actually deleted.
+    pub deleted: u64,
 }
 
 /// Encodes one frame.

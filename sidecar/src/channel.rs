@@ -199,6 +199,10 @@ async fn handle(
             Ok(s) => Response::Stored(s),
             Err(e) => Response::Error(e),
         },
+        Request::Gc(g) => match service.gc(g).await {
+            Ok(r) => Response::GcDone(r),
+            Err(e) => Response::Error(e),
+        },
         Request::Read(r) => match service.read(r).await {
             Ok((doc, deferred)) => {
                 let _ = tx.send(proto::encode(id, &Response::Doc(doc)));

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use lake_shared::envelope;
-use lake_shared::proto::{Doc, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored};
+use lake_shared::proto::{
+    Doc, Gc, GcReport, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
+};
 use lake_shared::{catalog, path, LakeError};
 use serde_json::value::RawValue;
 
@@ -252,6 +254,39 @@ impl Service {
             }
         }
         Ok((answer, deferred))
+    }
+
+    /// Deletes Lake objects that the index does not reference and that are
+    /// older than the grace period. Only keys of Lake's own shapes are
+    /// considered; a failed delete stops the pass with an error.
+    pub async fn gc(&self, g: Gc) -> Result<GcReport, LakeError> {
+        let referenced: HashSet<String> = g.referenced.into_iter().collect();
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(g.grace_secs);
+        let mut report = GcReport::default();
+        let mut doomed = Vec::new();
+        for o in self.store.list().await? {
+            if !catalog::is_lake_object(&o.key) {
+                continue;
+            }
+            report.scanned += 1;
+            if referenced.contains(&o.key) {
+                report.referenced += 1;
+            } else if o.modified > cutoff {
+                report.young += 1;
+            } else {
+                report.orphans += 1;
+                doomed.push(o.key);
+            }
+        }
+        if !g.dry_run {
+            let deleted: Vec<()> = futures::stream::iter(doomed)
+                .map(|k| async move { self.store.delete(&k).await })
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .try_collect()
+                .await?;
+            report.deleted = deleted.len() as u64;
+        }
+        Ok(report)
     }
 
     /// Builds the snapshot a read deferred; the caller announces it.

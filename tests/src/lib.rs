@@ -456,7 +456,13 @@ impl Lake {
                     )
                     .expect("put object");
             }
-            None => std::fs::write(self.store_dir().join(key), body).expect("write object"),
+            None => {
+                let path = self.store_dir().join(key);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).expect("create folders");
+                }
+                std::fs::write(path, body).expect("write object")
+            }
         }
     }
 

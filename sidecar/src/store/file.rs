@@ -102,6 +102,43 @@ impl Store for FileStore {
         }
     }
 
+    async fn list(&self) -> Result<Vec<super::ObjectInfo>, LakeError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir)? {
+                    let e = e?;
+                    let meta = e.metadata()?;
+                    if meta.is_dir() {
+                        stack.push(e.path());
+                    } else if let Ok(rel) = e.path().strip_prefix(&root) {
+                        out.push(super::ObjectInfo {
+                            key: rel.to_string_lossy().into_owned(),
+                            modified: meta.modified()?,
+                        });
+                    }
+                }
+            }
+            Ok::<_, std::io::Error>(out)
+        })
+        .await
+        .map_err(|e| LakeError::internal(format!("store task failed: {e}")))?
+        .map_err(|e| LakeError::unavailable(format!("cannot list {}: {e}", self.describe())))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), LakeError> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(LakeError::unavailable(format!(
+                "cannot delete object '{key}': {e}"
+            ))),
+        }
+    }
+
     async fn health(&self) -> Result<(), LakeError> {
         let probe = self.root.join(format!(".health-{}", uuid::Uuid::new_v4()));
         let res = tokio::fs::write(&probe, b"ok").await;

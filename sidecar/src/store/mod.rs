@@ -22,10 +22,21 @@ pub trait Store: Send + Sync + 'static {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError>;
     /// Reads the object under `key`.
     async fn get(&self, key: &str) -> Result<Vec<u8>, LakeError>;
+    /// Every object below the store root, with its last-modified time.
+    async fn list(&self) -> Result<Vec<ObjectInfo>, LakeError>;
+    /// Deletes an object; deleting a missing one is not an error.
+    async fn delete(&self, key: &str) -> Result<(), LakeError>;
     /// Whether the store is reachable and writable, with the reason if not.
     async fn health(&self) -> Result<(), LakeError>;
     /// The store's URL, for logs and `/healthz` (never a secret).
     fn describe(&self) -> String;
+}
+
+/// One listed object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub modified: std::time::SystemTime,
 }
 
 /// Options for `s3://` stores (ignored by the others).

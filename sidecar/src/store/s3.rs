@@ -351,6 +351,71 @@ impl Store for S3Store {
         Ok(bytes.into_bytes().to_vec())
     }
 
+    async fn list(&self) -> Result<Vec<super::ObjectInfo>, LakeError> {
+        let s = &self.settings;
+        let prefix = if s.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", s.prefix)
+        };
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&s.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    LakeError::unavailable(format!(
+                        "cannot list {}: {}",
+                        self.describe(),
+                        reason(e)
+                    ))
+                })?;
+            for o in page.contents() {
+                let (Some(key), Some(modified)) = (o.key(), o.last_modified()) else {
+                    continue;
+                };
+                let Some(rel) = key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let secs = modified.secs().max(0) as u64;
+                out.push(super::ObjectInfo {
+                    key: rel.to_string(),
+                    modified: std::time::UNIX_EPOCH + Duration::from_secs(secs),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), LakeError> {
+        let full = self.full_key(key)?;
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| LakeError::internal("store closed"))?;
+        self.client
+            .delete_object()
+            .bucket(&self.settings.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                LakeError::unavailable(format!("cannot delete object '{key}': {}", reason(e)))
+            })
+    }
+
     async fn health(&self) -> Result<(), LakeError> {
         self.client
             .head_bucket()

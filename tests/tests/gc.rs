@@ -1,0 +1,96 @@
+//! End-to-end: LAKE.GC deletes unreferenced Lake objects older than the grace
+//! period, never a referenced one, never a foreign file, on both stores.
+
+use std::time::Duration;
+
+use lake_tests::{err_text, read, redis, wait_for, write, Lake, Options, StoreKind};
+use serde_json::json;
+
+fn gc(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
+    redis::cmd("LAKE.GC").arg(args).query(c).unwrap()
+}
+
+const STRAY: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+const YOUNG: &str = "1f8fad5b-d9cb-469f-a165-70867728950e";
+
+fn gc_removes_only_old_orphans(kind: StoreKind) {
+    let lake = Lake::with(Options {
+        store: kind,
+        timeout_ms: 1000,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    for i in 0..3 {
+        write(&mut c, "keep", &format!("k{i}"), &i.to_string()).unwrap();
+    }
+    read(&mut c, "keep", &["SNAP"]).unwrap();
+    let (removed, _) = write(&mut c, "keep", "bad", "1").unwrap();
+    let _: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("keep")
+        .arg(&removed)
+        .query(&mut c)
+        .unwrap();
+    write(&mut c, "gone", "a", "1").unwrap();
+    write(&mut c, "gone", "b", "1").unwrap();
+    let _: i64 = redis::cmd("LAKE.DROP").arg("gone").query(&mut c).unwrap();
+    lake.put_object(&format!("stray/{STRAY}.json"), b"{}");
+    lake.put_object("keep/README.txt", b"not Lake's");
+    let referenced = 3 + 1; // deltas + snapshot of "keep"
+    let orphans = 1 + 2 + 1; // removed delta, dropped catalog, stray
+
+    // Everything is younger than the grace period: nothing to delete yet.
+    assert_eq!(
+        gc(&mut c, &["DRYRUN", "GRACE", "0"]),
+        vec![8, referenced, orphans, 0, 0]
+    );
+    wait_for(
+        "the orphans to age past the grace period",
+        Duration::from_secs(30),
+        || gc(&mut c, &["DRYRUN", "GRACE", "0"])[3] == orphans,
+    );
+    let before = lake.objects();
+    lake.put_object(&format!("stray/{YOUNG}.json"), b"{}");
+    assert_eq!(
+        gc(&mut c, &["GRACE", "0"]),
+        vec![9, referenced, 1, orphans, orphans]
+    );
+    let after = lake.objects();
+    assert_eq!(
+        after.len(),
+        before.len() + 1 - orphans as usize,
+        "{after:?}"
+    );
+    assert!(after.contains(&"keep/README.txt".to_string()));
+    assert!(after.contains(&format!("stray/{YOUNG}.json")));
+    assert!(!after
+        .iter()
+        .any(|k| k.starts_with("gone/") || k.contains(&removed) || k.contains(STRAY)));
+    assert_eq!(
+        read(&mut c, "keep", &[]).unwrap(),
+        Some(json!({"k0":0,"k1":1,"k2":2}))
+    );
+    assert_eq!(
+        read(&mut c, "keep", &["NOSNAP"]).unwrap(),
+        Some(json!({"k0":0,"k1":1,"k2":2}))
+    );
+    // The default grace (an hour) keeps everything that is left.
+    assert_eq!(gc(&mut c, &[])[4], 0);
+    let err = redis::cmd("LAKE.GC")
+        .arg("GRACE")
+        .arg("soon")
+        .query::<redis::Value>(&mut c)
+        .map_err(err_text);
+    assert!(err
+        .unwrap_err()
+        .starts_with("ERR GRACE needs whole seconds"));
+}
+
+#[test]
+fn gc_on_file_store() {
+    gc_removes_only_old_orphans(StoreKind::File);
+}
+
+#[test]
+fn gc_on_s3_store() {
+    gc_removes_only_old_orphans(StoreKind::S3);
+}
