@@ -28,7 +28,10 @@ use crate::metrics::Metrics;
 use crate::service::Service;
 
 /// Binds the socket, replacing a stale socket file left by a dead sidecar.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
+/// With `group` (a name from /etc/group or a numeric gid), the socket gets
+/// that group and mode 0660, so a Redis running as another user of the group
+/// can connect; without it, mode 0600.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!(
@@ -47,9 +50,36 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     }
     let listener =
         UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let mode = match group {
+        Some(g) => {
+            let gid = resolve_group(g)?;
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(|e| format!("cannot give {} to group {g}: {e}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set permissions on {}: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// A group name (looked up in /etc/group) or a numeric gid.
+fn resolve_group(g: &str) -> Result<u32, String> {
+    if let Ok(gid) = g.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("cannot read /etc/group: {e}"))?;
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(g))
+                .then(|| f.nth(1).and_then(|gid| gid.parse().ok()))
+                .flatten()
+        })
+        .ok_or_else(|| format!("unknown group '{g}'"))
 }
 
 /// Removes the socket file when dropped (explicit shutdown).

@@ -15,6 +15,9 @@ struct Args {
     /// Unix socket the module connects to (created with mode 0600).
     #[arg(long, env = "LAKE_SOCKET")]
     socket: PathBuf,
+    /// Group of the socket (name or gid); with it the socket is mode 0660, else 0600.
+    #[arg(long, env = "LAKE_SOCKET_GROUP")]
+    socket_group: Option<String>,
     /// Object store URL: file:///<dir> (one file per object) or s3://<bucket>/<prefix>.
     #[arg(long, env = "LAKE_STORE")]
     store: String,
@@ -107,7 +110,7 @@ fn run(args: Args) -> Result<(), String> {
         if let Err(e) = service.store.health().await {
             eprintln!("lake-sidecar: warning: {}", e.message);
         }
-        let listener = channel::bind(&args.socket)?;
+        let listener = channel::bind(&args.socket, args.socket_group.as_deref())?;
         let _socket_file = channel::SocketFile(args.socket.clone());
         if let Some(addr) = &args.http {
             let tcp = tokio::net::TcpListener::bind(addr)

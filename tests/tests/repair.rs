@@ -281,3 +281,17 @@ fn socket_is_private_and_peers_must_handshake() {
     let mut c = lake.con();
     write(&mut c, "ok", "a", "1").unwrap();
 }
+
+#[test]
+fn socket_group_gives_mode_0660() {
+    use std::os::unix::fs::MetadataExt;
+    let lake = Lake::with(Options {
+        sidecar_args: vec!["--socket-group".into(), "root".into()],
+        ..Options::default()
+    });
+    let meta = std::fs::metadata(lake.socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 0);
+    let mut c = lake.con();
+    write(&mut c, "g", "a", "1").unwrap();
+}
