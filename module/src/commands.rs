@@ -16,7 +16,7 @@
 use lake_shared::proto::{DeltaRef, Gc, Put, Read, Request, Response, SnapRef, SnapshotPolicy};
 use lake_shared::{catalog, member, mode, path, stamp, LakeError};
 use redis_module::{
-    CallOptionsBuilder, CallResult, Context, ContextFlags, RedisResult, RedisString, RedisValue,
+    CallOptionsBuilder, CallResult, Context, ContextFlags, RedisString, RedisValue,
     ThreadSafeContext,
 };
 use serde_json::value::RawValue;
@@ -39,11 +39,7 @@ fn check_can_block(ctx: &Context, cmd: &str) -> Result<(), LakeError> {
 }
 
 /// `LAKE.WRITE <catalog> <field> <json> [MODE <mode>]` -> `[uuid, stamp]`.
-pub fn write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    reply::result(write_inner(ctx, args))
-}
-
-fn write_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     if args.len() != 4 && args.len() != 6 {
         return Err(LakeError::invalid(
             "wrong number of arguments: LAKE.WRITE <catalog> <field> <json> [MODE SET|INSERT|REPLACE|MERGE|<custom>]",
@@ -109,11 +105,7 @@ fn write_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, Lake
 }
 
 /// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]`.
-pub fn read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    reply::result(read_inner(ctx, args))
-}
-
-fn read_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     const USAGE: &str = "LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]";
     if args.len() < 2 {
         return Err(LakeError::invalid(format!(
@@ -359,11 +351,7 @@ fn call_replicated(ctx: &Context, cmd: &str, args: &[&str]) -> Result<(), LakeEr
 /// repair for a delta that breaks reads) and moves the fence, so no snapshot
 /// built before the removal is committed afterwards. Snapshots already
 /// committed keep what they absorbed. Replies 1 if removed, 0 if not found.
-pub fn remove(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    reply::result(remove_inner(ctx, args))
-}
-
-fn remove_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+pub fn remove(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     if args.len() != 3 {
         return Err(LakeError::invalid(
             "wrong number of arguments: LAKE.REMOVE <catalog> <uuid>",
@@ -414,11 +402,7 @@ fn remove_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, Lak
 
 /// `LAKE.DROP <catalog>`: removes the catalog's index keys (its objects are
 /// left to GC) and moves the fence. Replies the number of deltas dropped.
-pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    reply::result(drop_inner(ctx, args))
-}
-
-fn drop_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     if args.len() != 2 {
         return Err(LakeError::invalid(
             "wrong number of arguments: LAKE.DROP <catalog>",
@@ -445,11 +429,7 @@ fn drop_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
 /// execution (a SCAN on the main thread: an admin command whose cost grows
 /// with the index). The grace period is never below twice `timeout-ms`, so a
 /// write still waiting for its commit cannot lose its object.
-pub fn gc(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    reply::result(gc_inner(ctx, args))
-}
-
-fn gc_inner(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     const USAGE: &str = "LAKE.GC [DRYRUN] [GRACE <seconds>]";
     let cfg = state::config()?;
     let (mut dry_run, mut grace) = (false, cfg.gc_grace_secs);

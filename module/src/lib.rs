@@ -71,13 +71,16 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     Status::Ok
 }
 
+/// Runs a handler: its result becomes the reply (errors through
+/// [`reply::result`]), and a panic becomes an error reply instead of
+/// crossing into Redis.
 fn guard(
     name: &str,
-    f: fn(&Context, Vec<RedisString>) -> RedisResult,
+    f: fn(&Context, Vec<RedisString>) -> Result<redis_module::RedisValue, lake_shared::LakeError>,
     ctx: &Context,
     args: Vec<RedisString>,
 ) -> RedisResult {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx, args)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reply::result(f(ctx, args))))
         .unwrap_or_else(|_| Err(reply::panicked(name)))
 }
 
