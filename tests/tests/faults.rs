@@ -113,10 +113,12 @@ fn load_through_fault(
     recover: impl FnOnce(&mut Lake),
 ) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fails = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..50)
         .map(|t| {
             let mut c = lake.con();
             let stop = stop.clone();
+            let fails = fails.clone();
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 let mut failed = 0;
@@ -127,6 +129,7 @@ fn load_through_fault(
                         Err(e) => {
                             assert!(e.starts_with("LAKEDOWN") || e.starts_with("TIMEOUT"), "{e}");
                             failed += 1;
+                            fails.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                     i += 1;
@@ -140,9 +143,12 @@ fn load_through_fault(
         zrange(&mut c, "catalog:{load}").len() >= 200
     });
     fault(lake);
-    wait_for("failures during the fault", Duration::from_secs(10), || {
-        write(&mut c, "probe", "a", "1").is_err()
-    });
+    // Keep the fault until the load itself has felt it.
+    wait_for(
+        "writers to fail during the fault",
+        Duration::from_secs(20),
+        || fails.load(std::sync::atomic::Ordering::Relaxed) > 0,
+    );
     recover(lake);
     wait_for("writes to work again", Duration::from_secs(20), || {
         write(&mut c, "probe", "a", "1").is_ok()
