@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick figures with redis-benchmark: PING, raw ZADD with Lake-shaped members,
 # LAKE.WRITE and LAKE.READ (snapshot + 8 deltas), 1 KB values, in one run
-# against a Redis + sidecar this script starts on the file store.
+# against a Redis + sidecar this script starts on the local:// store (BENCH_STORE=file://... for the file store).
 #
 #   bench/redis-benchmark.sh [clients=50] [requests=20000]
 set -euo pipefail
@@ -18,7 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$target/lake-sidecar" --socket "$work/lake.sock" --store "file://$work/objects" >"$work/sidecar.log" 2>&1 &
+"$target/lake-sidecar" --socket "$work/lake.sock" --store "${BENCH_STORE:-local://$work/objects}" >"$work/sidecar.log" 2>&1 &
 sidecar=$!
 for _ in $(seq 1 200); do [ -S "$work/lake.sock" ] && break; sleep 0.05; done
 redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save "" \
@@ -45,5 +45,5 @@ echo "| command ($clients clients, 1 KB values, $(nproc) cores) | requests/s | x
 echo "|---|---:|---:|---:|"
 echo "| PING | $ping | 1.00 | $(ratio "$ping" "$zadd") |"
 echo "| ZADD (Lake-shaped member) | $zadd | $(ratio "$zadd" "$ping") | 1.00 |"
-echo "| LAKE.WRITE (file://) | $write | $(ratio "$write" "$ping") | $(ratio "$write" "$zadd") |"
+echo "| LAKE.WRITE | $write | $(ratio "$write" "$ping") | $(ratio "$write" "$zadd") |"
 echo "| LAKE.READ (snapshot + 8 deltas) | $read | $(ratio "$read" "$ping") | $(ratio "$read" "$zadd") |"

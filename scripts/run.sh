@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: starts the sidecar on the file store under $LAKE_DATA and
+# `make run`: starts the sidecar on the local:// store under $LAKE_DATA and
 # redis-server with the module in the foreground. Ctrl-C stops both.
 set -euo pipefail
 
@@ -12,7 +12,7 @@ socket="$data/lake.sock"
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}/release
 
-"$target/lake-sidecar" --socket "$socket" --store "file://$data/objects" --http "$http" ${LAKE_MODES:+--modes "$LAKE_MODES"} &
+"$target/lake-sidecar" --socket "$socket" --store "${LAKE_STORE:-local://$data/objects}" --http "$http" ${LAKE_MODES:+--modes "$LAKE_MODES"} &
 sidecar=$!
 cleanup() { kill "$sidecar" 2>/dev/null || true; wait "$sidecar" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM

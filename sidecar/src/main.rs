@@ -18,7 +18,8 @@ struct Args {
     /// Group of the socket (name or gid); with it the socket is mode 0660, else 0600.
     #[arg(long, env = "LAKE_SOCKET_GROUP")]
     socket_group: Option<String>,
-    /// Object store URL: file:///<dir> (one file per object) or s3://<bucket>/<prefix>.
+    /// Object store URL: local:///<dir> (segment log with group commit, the
+    /// what `make run` uses), file:///<dir> (one file per object) or s3://<bucket>/<prefix>.
     #[arg(long, env = "LAKE_STORE")]
     store: String,
     /// S3 flavour: aws (virtual-hosted, SDK endpoint), oss (Aliyun OSS:

@@ -55,6 +55,8 @@ pub fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 pub enum StoreKind {
     /// `file://` in the test's directory.
     File,
+    /// `local://` (segment log, group commit) in the test's directory.
+    Local,
     /// `s3://` against `lake-s3-test-server` (s3s + s3s-fs) on loopback.
     S3,
     /// `s3://` against `moto_server` (PyPI) on loopback.
@@ -161,7 +163,7 @@ impl Lake {
                 .expect("runtime"),
             s3_client: None,
         };
-        if lake.opts.store != StoreKind::File {
+        if !matches!(lake.opts.store, StoreKind::File | StoreKind::Local) {
             lake.start_store();
             let client = s3_client(lake.s3_port);
             if lake.opts.store == StoreKind::Moto {
@@ -197,7 +199,7 @@ impl Lake {
         assert!(self.s3.is_none(), "store already running");
         let port = self.s3_port;
         let child = match self.opts.store {
-            StoreKind::File => return,
+            StoreKind::File | StoreKind::Local => return,
             StoreKind::S3 => {
                 let root = self.dir.path().join("s3root");
                 Command::new(binary("lake-s3-test-server"))
@@ -246,6 +248,7 @@ impl Lake {
     fn store_url(&self) -> String {
         match self.opts.store {
             StoreKind::File => format!("file://{}", self.store_dir().display()),
+            StoreKind::Local => format!("local://{}", self.store_dir().display()),
             _ => format!("s3://{BUCKET}/{PREFIX}"),
         }
     }
@@ -397,6 +400,9 @@ impl Lake {
             out.sort();
             return out;
         }
+        if self.opts.store == StoreKind::Local {
+            return self.local_objects().into_iter().map(|(k, _)| k).collect();
+        }
         fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
             let Ok(rd) = std::fs::read_dir(dir) else {
                 return;
@@ -419,6 +425,14 @@ impl Lake {
         out
     }
 
+    fn local_objects(&self) -> Vec<(String, Vec<u8>)> {
+        if !self.store_dir().exists() {
+            return Vec::new();
+        }
+        lake_sidecar::store::local::read_all(&self.store_dir())
+            .unwrap_or_else(|e| panic!("read the local store: {}", e.message))
+    }
+
     /// The bytes of one object, read straight from the store.
     pub fn object(&self, key: &str) -> Vec<u8> {
         match &self.s3_client {
@@ -436,13 +450,23 @@ impl Lake {
                     )
                 })
                 .unwrap_or_else(|e| panic!("get {key}: {e}")),
+            None if self.opts.store == StoreKind::Local => self
+                .local_objects()
+                .into_iter()
+                .find_map(|(k, b)| (k == key).then_some(b))
+                .unwrap_or_else(|| panic!("object {key} is not in the local store")),
             None => std::fs::read(self.store_dir().join(key))
                 .unwrap_or_else(|e| panic!("read {key}: {e}")),
         }
     }
 
-    /// Replaces one object's bytes behind Lake's back.
+    /// Replaces one object's bytes behind Lake's back (not on `local://`,
+    /// whose log only the sidecar writes).
     pub fn put_object(&self, key: &str, body: &[u8]) {
+        assert!(
+            self.opts.store != StoreKind::Local,
+            "put_object on local://"
+        );
         match &self.s3_client {
             Some(client) => {
                 self.rt
@@ -466,8 +490,12 @@ impl Lake {
         }
     }
 
-    /// Deletes one object behind Lake's back.
+    /// Deletes one object behind Lake's back (not on `local://`).
     pub fn delete_object(&self, key: &str) {
+        assert!(
+            self.opts.store != StoreKind::Local,
+            "delete_object on local://"
+        );
         match &self.s3_client {
             Some(client) => {
                 self.rt

@@ -611,6 +611,11 @@ fn s3_bytes_read_back_equal_bytes_written_and_large_values_use_parts() {
     bytes_read_back_equal_bytes_written(StoreKind::S3);
 }
 
+#[test]
+fn local_bytes_read_back_equal_bytes_written() {
+    bytes_read_back_equal_bytes_written(StoreKind::Local);
+}
+
 /// The object holds exactly the envelope bytes (no aws-chunked framing), for
 /// a small value with escapes and non-ASCII text and for a multipart one.
 fn bytes_read_back_equal_bytes_written(kind: StoreKind) {
@@ -646,15 +651,26 @@ fn bytes_read_back_equal_bytes_written(kind: StoreKind) {
 
 /// Every store-facing scenario, once per store.
 macro_rules! on_stores {
-    ($($name:ident),* $(,)?; file only: $($file_only:ident),*) => {
+    (
+        $($name:ident),* $(,)?;
+        tampering: $($tamper:ident),*;
+        file only: $($file_only:ident),*
+    ) => {
         mod file {
             use lake_tests::StoreKind;
             $( #[test] fn $name() { super::$name(StoreKind::File) } )*
+            $( #[test] fn $tamper() { super::$tamper(StoreKind::File) } )*
             $( #[test] fn $file_only() { super::$file_only(StoreKind::File) } )*
+        }
+        mod local {
+            use lake_tests::StoreKind;
+            $( #[test] fn $name() { super::$name(StoreKind::Local) } )*
+            $( #[test] fn $file_only() { super::$file_only(StoreKind::Local) } )*
         }
         mod s3 {
             use lake_tests::StoreKind;
             $( #[test] fn $name() { super::$name(StoreKind::S3) } )*
+            $( #[test] fn $tamper() { super::$tamper(StoreKind::S3) } )*
         }
     };
 }
@@ -675,11 +691,13 @@ on_stores!(
     background_snapshot_after_snapshot_every_deltas,
     snapshot_reads_equal_full_replay,
     rfc7396_trap_with_snapshots_between,
-    missing_delta_fails_the_read_naming_it_and_writes_no_snapshot,
     throwing_mode_fails_the_read_naming_the_delta,
     multi_and_lua_get_a_clear_error,
     proto_keys_are_data,
     healthz_and_metrics;
+    // Deletes or rewrites objects behind the sidecar's back, which the
+    // local:// log does not allow.
+    tampering: missing_delta_fails_the_read_naming_it_and_writes_no_snapshot;
     // s3s-fs names its metadata files after the base64 of the key, so a
     // 128-byte catalog name overflows a file name there; moto covers it.
     file only: catalog_names_accepted_and_rejected

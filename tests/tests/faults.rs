@@ -199,6 +199,16 @@ fn sidecar_killed_under_load_loses_nothing_acknowledged() {
 }
 
 #[test]
+fn sidecar_killed_under_load_loses_nothing_acknowledged_on_local() {
+    let mut lake = Lake::with(Options {
+        store: StoreKind::Local,
+        timeout_ms: 2000,
+        ..Options::default()
+    });
+    load_through_fault(&mut lake, Lake::kill_sidecar, Lake::start_sidecar);
+}
+
+#[test]
 fn s3_server_killed_under_load_fails_cleanly_and_recovers() {
     let mut lake = Lake::with(Options {
         store: StoreKind::S3,

@@ -11,6 +11,7 @@
 //! - No key escapes the store's root ([`check_key`]).
 
 pub mod file;
+pub mod local;
 pub mod s3;
 
 use async_trait::async_trait;
@@ -51,8 +52,17 @@ pub struct S3Options {
     pub multipart_threshold: usize,
 }
 
-/// Opens a store from its URL: `file:///<dir>` or `s3://<bucket>/<prefix>`.
+/// Opens a store from its URL: `local:///<dir>`, `file:///<dir>` or
+/// `s3://<bucket>/<prefix>`.
 pub async fn open(url: &str, s3opts: &S3Options) -> Result<Box<dyn Store>, LakeError> {
+    if let Some(path) = url.strip_prefix("local://") {
+        if path.is_empty() {
+            return Err(LakeError::invalid(
+                "local:// store needs a directory, e.g. local:///var/lib/lake",
+            ));
+        }
+        return Ok(Box::new(local::LocalStore::open(path)?));
+    }
     if let Some(path) = url.strip_prefix("file://") {
         if path.is_empty() {
             return Err(LakeError::invalid(
@@ -73,7 +83,7 @@ pub async fn open(url: &str, s3opts: &S3Options) -> Result<Box<dyn Store>, LakeE
         return Ok(Box::new(s3::S3Store::open(s).await?));
     }
     Err(LakeError::invalid(format!(
-        "unsupported store '{url}': use file:///<dir> or s3://<bucket>/<prefix>"
+        "unsupported store '{url}': use local:///<dir>, file:///<dir> or s3://<bucket>/<prefix>"
     )))
 }
 
