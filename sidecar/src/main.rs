@@ -62,6 +62,10 @@ struct Args {
     /// Largest document (or value at a PATH) a read returns, in MiB.
     #[arg(long, env = "LAKE_MAX_DOC_MB", default_value_t = 512)]
     max_doc_mb: usize,
+    /// Memory for merged documents kept between reads, in MiB (0: no cache).
+    /// A read then merges only the deltas written since the cached state.
+    #[arg(long, env = "LAKE_CACHE_MB", default_value_t = 256)]
+    cache_mb: usize,
     /// Requests served at once; more are refused with LAKEBUSY.
     #[arg(long, env = "LAKE_MAX_INFLIGHT", default_value_t = 4096)]
     max_inflight: usize,
@@ -107,7 +111,8 @@ fn run(args: Args) -> Result<(), String> {
         let store = store::open(&args.store, &s3opts)
             .await
             .map_err(|e| e.message)?;
-        let service = service::Service::new(store, engine, args.max_doc_mb << 20);
+        let service =
+            service::Service::new(store, engine, args.max_doc_mb << 20, args.cache_mb << 20);
         if let Err(e) = service.store.health().await {
             eprintln!("lake-sidecar: warning: {}", e.message);
         }

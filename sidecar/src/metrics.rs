@@ -47,6 +47,8 @@ counters! {
     snapshots_skipped_total: "Background snapshots skipped because one was already being built for the catalog.",
     store_puts_total: "Object store PUT requests.",
     store_gets_total: "Object store GET requests.",
+    cache_hits_total: "Reads that started from a cached merged document.",
+    cache_misses_total: "Reads merged from the snapshot (or the start) because nothing usable was cached.",
     busy_total: "Requests refused with LAKEBUSY.",
     connections_total: "Module connections accepted.",
     handshake_failures_total: "Peers dropped for failing the handshake.",

@@ -9,6 +9,8 @@
 //!   of the last one; the module commits it with that stamp.
 //! - At most one background snapshot per catalog is built at a time; others
 //!   are skipped (counted), never queued.
+//! - A read starts from the merged-document cache only where the cache's
+//!   rules allow (`cache.rs`); the answer is the same as a full merge.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use lake_shared::proto::{
 use lake_shared::{catalog, path, LakeError};
 use serde_json::value::RawValue;
 
+use crate::cache::DocCache;
 use crate::merge::{fold_input, Engine, FoldDelta};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -34,6 +37,7 @@ pub struct Service {
     pub metrics: Metrics,
     /// Largest document (or value at a path) a read may return.
     pub max_doc_bytes: usize,
+    pub cache: DocCache,
     building: Mutex<HashSet<String>>,
 }
 
@@ -43,7 +47,7 @@ pub struct Deferred {
     pub catalog: String,
     pub covers: i64,
     pub fence: i64,
-    pub doc: String,
+    pub doc: Arc<str>,
     _guard: BuildGuard,
 }
 
@@ -62,11 +66,17 @@ impl Drop for BuildGuard {
 }
 
 impl Service {
-    pub fn new(store: Box<dyn Store>, engine: Engine, max_doc_bytes: usize) -> Arc<Service> {
+    pub fn new(
+        store: Box<dyn Store>,
+        engine: Engine,
+        max_doc_bytes: usize,
+        cache_bytes: usize,
+    ) -> Arc<Service> {
         Arc::new(Service {
             store,
             engine,
             max_doc_bytes,
+            cache: DocCache::new(cache_bytes),
             metrics: Metrics::default(),
             building: Mutex::new(HashSet::new()),
         })
@@ -111,8 +121,22 @@ impl Service {
         let cat = r.catalog.as_str();
         let read_path = r.path.as_deref().map(path::parse).transpose()?;
 
-        // Fetch the snapshot and every delta body, bounded, in order.
+        // Start from the cache where it holds a prefix of this read.
+        let base_uuid = r.base.as_ref().map(|s| s.uuid.as_str());
+        let ids: Vec<&str> = r.deltas.iter().map(|d| d.uuid.as_str()).collect();
+        let hit = self.cache.lookup(cat, base_uuid, &ids);
+        Metrics::inc(if hit.is_some() {
+            &self.metrics.cache_hits_total
+        } else {
+            &self.metrics.cache_misses_total
+        });
+        let start = hit.as_ref().map_or(0, |h| h.applied);
+        let new_deltas = &r.deltas[start..];
+
+        // Fetch the snapshot (unless cached) and every new delta body,
+        // bounded, in order.
         let base_body = match &r.base {
+            Some(_) if hit.is_some() => None,
             Some(s) => {
                 catalog::validate_uuid(&s.uuid)?;
                 let key = catalog::snapshot_object(cat, &s.uuid);
@@ -124,8 +148,8 @@ impl Service {
             }
             None => None,
         };
-        let mut wanted = Vec::with_capacity(r.deltas.len());
-        for d in &r.deltas {
+        let mut wanted = Vec::with_capacity(new_deltas.len());
+        for d in new_deltas {
             catalog::validate_uuid(&d.uuid)?;
             wanted.push((
                 catalog::delta_object(cat, &d.uuid),
@@ -148,7 +172,9 @@ impl Service {
             .await?;
 
         // Decode envelopes and check they are what the index says they are.
-        let base_doc = match &base_body {
+        let cached = hit.map(|h| h.doc);
+        let base_doc: Option<&str> = match &base_body {
+            _ if cached.is_some() => cached.as_deref(),
             Some((key, body)) => {
                 let s =
                     envelope::Snapshot::decode(body, key).map_err(|e| named(cat, "snapshot", e))?;
@@ -158,13 +184,13 @@ impl Service {
                         s.catalog
                     )));
                 }
-                Some(s.doc)
+                Some(s.doc.get())
             }
             None => None,
         };
         let mut paths = Vec::with_capacity(bodies.len());
         let mut decoded = Vec::with_capacity(bodies.len());
-        for ((key, body), d) in bodies.iter().zip(&r.deltas) {
+        for ((key, body), d) in bodies.iter().zip(new_deltas) {
             let e = envelope::Delta::decode(body, key)
                 .map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?;
             if e.catalog != cat || e.field != d.field {
@@ -194,29 +220,34 @@ impl Service {
         } else {
             SnapshotPolicy::Never
         };
-        let want_doc = read_path.is_none() || snapshot != SnapshotPolicy::Never;
-        let input = fold_input(
-            base_doc.map(RawValue::get),
-            &fold_deltas,
-            read_path.as_deref(),
-            want_doc,
-        );
-        let out = self.engine.fold(input).await.map_err(|e| {
-            let which = e.delta.and_then(|i| r.deltas.get(i)).map_or_else(
-                || "merge".to_string(),
-                |d| format!("delta {} (stamp {}, field '{}')", d.uuid, d.stamp, d.field),
-            );
-            LakeError::data(format!("catalog '{cat}': {which}: {}", e.message))
-        })?;
-        self.metrics
-            .deltas_merged_total
-            .fetch_add(r.deltas.len() as u64, std::sync::atomic::Ordering::Relaxed);
-
-        let doc_text = out.doc;
-        let reply_text = if read_path.is_some() {
-            out.at_path
+        // The whole document is always produced, to keep the cache current.
+        let (doc_text, at_path): (Option<Arc<str>>, Option<String>) = match (&cached, &read_path) {
+            (Some(doc), None) if fold_deltas.is_empty() => (Some(doc.clone()), None),
+            _ => {
+                let input = fold_input(base_doc, &fold_deltas, read_path.as_deref(), true);
+                let out = self.engine.fold(input).await.map_err(|e| {
+                    let which = e.delta.and_then(|i| new_deltas.get(i)).map_or_else(
+                        || "merge".to_string(),
+                        |d| format!("delta {} (stamp {}, field '{}')", d.uuid, d.stamp, d.field),
+                    );
+                    LakeError::data(format!("catalog '{cat}': {which}: {}", e.message))
+                })?;
+                self.metrics.deltas_merged_total.fetch_add(
+                    fold_deltas.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let doc: Option<Arc<str>> = out.doc.map(Into::into);
+                if let Some(d) = &doc {
+                    let all = r.deltas.iter().map(|d| d.uuid.clone()).collect();
+                    self.cache.store(cat, base_uuid, all, d.clone());
+                }
+                (doc, out.at_path)
+            }
+        };
+        let reply_text = if r.path.is_some() {
+            at_path
         } else {
-            doc_text.clone()
+            doc_text.as_deref().map(str::to_string)
         };
         if let Some(t) = &reply_text {
             if t.len() > self.max_doc_bytes {
@@ -237,7 +268,7 @@ impl Service {
             match snapshot {
                 SnapshotPolicy::Never => {}
                 SnapshotPolicy::Now => {
-                    answer.snapshot = Some(self.store_snapshot(cat, covers, &doc).await?);
+                    answer.snapshot = Some(self.store_snapshot(cat, covers, doc).await?);
                 }
                 SnapshotPolicy::Background => match self.try_begin_build(cat) {
                     Some(guard) => {
@@ -291,7 +322,7 @@ impl Service {
 
     /// Builds the snapshot a read deferred; the caller announces it.
     pub async fn finish(&self, d: Deferred) -> Result<SnapshotStored, LakeError> {
-        let snap = self.store_snapshot(&d.catalog, d.covers, &d.doc).await?;
+        let snap = self.store_snapshot(&d.catalog, d.covers, d.doc).await?;
         Ok(SnapshotStored {
             catalog: d.catalog.clone(),
             snap,
@@ -299,20 +330,23 @@ impl Service {
         })
     }
 
+    /// Stores `doc` as a snapshot covering up to `covers`, and seeds the
+    /// cache with it: reads after the commit start from it.
     async fn store_snapshot(
         &self,
         cat: &str,
         covers: i64,
-        doc: &str,
+        doc: Arc<str>,
     ) -> Result<SnapRef, LakeError> {
         let uuid = uuid::Uuid::new_v4().to_string();
         let key = catalog::snapshot_object(cat, &uuid);
-        let doc = raw(doc.to_string())?;
-        let body = envelope::Snapshot::encode(cat, covers, &doc);
+        let raw_doc = raw(doc.to_string())?;
+        let body = envelope::Snapshot::encode(cat, covers, &raw_doc);
         Metrics::inc(&self.metrics.store_puts_total);
         match self.store.put(&key, body).await {
             Ok(()) => {
                 Metrics::inc(&self.metrics.snapshots_total);
+                self.cache.store(cat, Some(&uuid), Vec::new(), doc);
                 Ok(SnapRef { uuid, covers })
             }
             Err(e) => {
