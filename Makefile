@@ -6,7 +6,7 @@ CARGO ?= cargo
 PY_VENV := target/py
 MOTO := $(PY_VENV)/bin/moto_server
 
-.PHONY: run test build deps test-deps lint compose-check clean
+.PHONY: run test build deps test-deps lint compose-check bench clean
 
 deps:
 	@scripts/deps.sh
@@ -31,9 +31,16 @@ lint:
 compose-check: test-deps
 	docker-compose -f docker-compose.yml config -q
 
-# One release build, shared by every test binary.
+# One release build, shared by every test binary. The benchmark harness
+# runs once in its quick mode so it cannot rot.
 test: test-deps build $(MOTO) compose-check
 	$(CARGO) test --release --workspace --locked
+	target/release/lake-bench --quick --out target/bench/quick.json > /dev/null
+
+# Lake against its baselines in one run; prints markdown tables and writes
+# target/bench/results.json. About 3 minutes on 2 cores.
+bench: build
+	target/release/lake-bench
 
 clean:
 	$(CARGO) clean

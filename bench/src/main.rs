@@ -1,125 +1,399 @@
-//! `lake-bench store`: PUT then GET throughput against one S3 endpoint, at a
-//! given concurrency, for Lake's own S3 store (`lake_sidecar::store::s3`) and
-//! for a plain aws-sdk-s3 loop with the same client settings, in one run.
-//! Prints one markdown row per (client, operation).
+//! `make bench`: Lake against its own baselines, in one run on one machine.
+//!
+//! Starts its own Redis + module + sidecar on `local://`, `file://` and
+//! `s3://` (the workspace's S3 test server), plus a `local://` sidecar with
+//! the merged-document cache off, and measures at each client count:
+//! baselines (`PING`, raw `ZADD` with Lake-shaped members, `SET`/`GET` of
+//! 1 KB, one-file-per-write and aws-sdk-s3 PUT/GET loops), `LAKE.WRITE` on
+//! every store, `LAKE.READ` of a snapshot plus 0, 8 and 64 deltas; then read
+//! latency against history length, `PING` p99 under write load, object-store
+//! requests per operation and the memory of Redis and the sidecar. Prints
+//! markdown tables and writes every figure as JSON.
 
+mod load;
+mod raw;
+mod resp;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::StreamExt;
-use lake_sidecar::store::s3::{self, Provider, S3Store, Settings};
-use lake_sidecar::store::Store;
+use lake_tests::{Lake, Options, StoreKind};
+use load::{Gen, Stats};
+use resp::encode;
+use serde::Serialize;
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// S3 endpoint, e.g. http://127.0.0.1:9000 (path style).
+    /// Client counts to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,50,200")]
+    clients: Vec<usize>,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 2.0)]
+    secs: f64,
+    /// History lengths for the read-latency-against-history phase.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,100000")]
+    history: Vec<u64>,
+    /// A fast smoke run (0.2 s phases, 1 and 8 clients, short histories):
+    /// checks the harness, measures nothing worth quoting.
     #[arg(long)]
-    endpoint: String,
-    #[arg(long, default_value = "lake")]
-    bucket: String,
-    #[arg(long, default_value_t = 50)]
-    concurrency: usize,
-    #[arg(long, default_value_t = 5000)]
-    requests: usize,
-    /// Body size in bytes.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
+    quick: bool,
+    /// Where the raw results go.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
 }
 
-fn settings(a: &Args, prefix: &str) -> Settings {
-    let mut s = Settings::from_url(&format!("s3://{}/{prefix}", a.bucket)).expect("url");
-    s.provider = Provider::Minio;
-    s.endpoint = Some(a.endpoint.clone());
-    s.timeout = Duration::from_secs(30);
-    s.max_concurrency = a.concurrency.max(1);
+/// The clients count the targets are set at.
+const TARGET_CLIENTS: usize = 50;
+const UUID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    clients: usize,
+    #[serde(flatten)]
+    stats: Stats,
+}
+
+fn gen(f: impl Fn(usize, u64) -> Vec<u8> + Send + Sync + 'static) -> Gen {
+    Arc::new(f)
+}
+
+fn fixed(args: &[&[u8]]) -> Gen {
+    let frame = encode(args);
+    gen(move |_, _| frame.clone())
+}
+
+fn metric(lake: &Lake, name: &str) -> u64 {
+    let (_, body) = lake.http_get("/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("lake_{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `PING` latencies from a thread of its own, so the probe never queues
+/// behind the load generator.
+fn ping_probe(port: u16, secs: f64) -> std::thread::JoinHandle<Stats> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("ping probe");
+        s.set_nodelay(true).ok();
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let mut lat = Vec::new();
+        let mut buf = [0u8; 7];
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            if s.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() || s.read_exact(&mut buf).is_err() {
+                break;
+            }
+            lat.push(t.elapsed().as_micros() as u32);
+        }
+        Stats::from_latencies(lat, 0, None, start.elapsed().as_secs_f64())
+    })
+}
+
+/// Fills catalog `cat` with `n` deltas (1 KB values cycling over 8 fields),
+/// reading every 500 writes as applications do, so background snapshots
+/// keep up; then a snapshot and 8 more deltas.
+async fn history(lake: &Lake, cat: &str, n: u64, value: &str) -> Stats {
+    let (c, v) = (cat.to_string(), value.to_string());
+    let fill = lake::write_or_read(c.clone(), v.clone(), 500);
+    let s = load::run_count(lake.port, TARGET_CLIENTS.min(n as usize), n, fill).await;
+    settle(lake, cat, value);
     s
 }
 
-async fn run<F, Fut>(n: usize, conc: usize, f: F) -> f64
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let t = Instant::now();
-    futures::stream::iter(0..n)
-        .map(&f)
-        .buffer_unordered(conc)
-        .for_each(|_| async {})
-        .await;
-    n as f64 / t.elapsed().as_secs_f64()
+fn settle(lake: &Lake, cat: &str, value: &str) {
+    let mut con = lake.con();
+    let _: Option<String> = lake_tests::redis::cmd("LAKE.READ")
+        .arg(cat)
+        .arg("SNAP")
+        .query(&mut con)
+        .expect("snapshot");
+    for i in 0..8 {
+        lake_tests::write(&mut con, cat, &format!("f{i}"), value).expect("write");
+    }
 }
 
-#[tokio::main]
-async fn main() {
-    let a = Args::parse();
-    let body = vec![b'x'; a.size];
+mod lake {
+    use super::*;
 
-    let lake = Arc::new(
-        S3Store::open(settings(&a, "bench-lake"))
-            .await
-            .expect("open store"),
-    );
-    let lake_put = run(a.requests, a.concurrency, |i| {
-        let (lake, body) = (lake.clone(), body.clone());
-        async move {
-            lake.put(&format!("b/{i}.json"), body)
-                .await
-                .expect("lake put")
-        }
-    })
-    .await;
-    let lake_get = run(a.requests, a.concurrency, |i| {
-        let lake = lake.clone();
-        async move {
-            lake.get(&format!("b/{i}.json")).await.expect("lake get");
-        }
-    })
-    .await;
+    /// `LAKE.WRITE <cat> f<i%8> <value>`.
+    pub fn write(cat: String, value: String) -> Gen {
+        gen(move |_, i| {
+            let f = format!("f{}", i % 8);
+            encode(&[
+                b"LAKE.WRITE",
+                cat.as_bytes(),
+                f.as_bytes(),
+                value.as_bytes(),
+            ])
+        })
+    }
 
-    let raw = s3::client(
-        &s3::resolve(&settings(&a, "")).expect("resolve"),
-        Duration::from_secs(30),
+    /// Writes, with a plain `LAKE.READ` every `every` requests.
+    pub fn write_or_read(cat: String, value: String, every: u64) -> Gen {
+        gen(move |_, i| {
+            if i % every == every - 1 {
+                encode(&[b"LAKE.READ", cat.as_bytes()])
+            } else {
+                let f = format!("f{}", i % 8);
+                encode(&[
+                    b"LAKE.WRITE",
+                    cat.as_bytes(),
+                    f.as_bytes(),
+                    value.as_bytes(),
+                ])
+            }
+        })
+    }
+
+    /// `LAKE.READ <cat> NOSNAP`: the catalog keeps its shape while measured.
+    pub fn read(cat: &str) -> Gen {
+        fixed(&[b"LAKE.READ", cat.as_bytes(), b"NOSNAP"])
+    }
+}
+
+/// A catalog with a snapshot of 8 fields and then `tail` deltas.
+fn read_catalog(lake: &Lake, cat: &str, tail: usize, value: &str) {
+    let mut con = lake.con();
+    for i in 0..8 {
+        lake_tests::write(&mut con, cat, &format!("f{i}"), value).expect("write");
+    }
+    let _: Option<String> = lake_tests::redis::cmd("LAKE.READ")
+        .arg(cat)
+        .arg("SNAP")
+        .query(&mut con)
+        .expect("snapshot");
+    for i in 0..tail {
+        lake_tests::write(&mut con, cat, &format!("f{}", i % 8), value).expect("write");
+    }
+}
+
+fn fmt_cell(s: &Stats) -> String {
+    let err = if s.errors > 0 {
+        format!(" ({} errors)", s.errors)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:.0} ({:.2}/{:.2} ms){err}",
+        s.rps,
+        s.p50_us as f64 / 1000.0,
+        s.p99_us as f64 / 1000.0
     )
-    .await;
-    let bucket = a.bucket.clone();
-    let raw_put = run(a.requests, a.concurrency, |i| {
-        let (raw, body, bucket) = (raw.clone(), body.clone(), bucket.clone());
-        async move {
-            raw.put_object()
-                .bucket(bucket)
-                .key(format!("bench-raw/b/{i}.json"))
-                .body(body.into())
-                .send()
-                .await
-                .expect("raw put");
-        }
-    })
-    .await;
-    let raw_get = run(a.requests, a.concurrency, |i| {
-        let (raw, bucket) = (raw.clone(), bucket.clone());
-        async move {
-            let o = raw
-                .get_object()
-                .bucket(bucket)
-                .key(format!("bench-raw/b/{i}.json"))
-                .send()
-                .await
-                .expect("raw get");
-            o.body.collect().await.expect("raw body");
-        }
-    })
-    .await;
-
-    println!(
-        "| S3 client ({} B, {} in flight, {} requests) | PUT/s | GET/s |",
-        a.size, a.concurrency, a.requests
-    );
-    println!("|---|---:|---:|");
-    println!("| raw aws-sdk-s3 loop | {raw_put:.0} | {raw_get:.0} |");
-    println!(
-        "| Lake S3 store | {lake_put:.0} ({:.2} x raw) | {lake_get:.0} ({:.2} x raw) |",
-        lake_put / raw_put,
-        lake_get / raw_get
-    );
 }
+
+fn main() {
+    let mut a = Args::parse();
+    if a.quick {
+        a.secs = 0.2;
+        a.clients = vec![1, 8];
+        a.history = vec![10, 300];
+    }
+    let value = format!("\"{}\"", "x".repeat(1022));
+    let body = vec![b'x'; 1024];
+    eprintln!("bench: starting Redis, sidecars and the S3 test server");
+    let local = Lake::with(Options {
+        store: StoreKind::Local,
+        ..Options::default()
+    });
+    let uncached = Lake::with(Options {
+        store: StoreKind::Local,
+        sidecar_args: vec!["--cache-mb".into(), "0".into()],
+        ..Options::default()
+    });
+    let file = Lake::with(Options {
+        store: StoreKind::File,
+        ..Options::default()
+    });
+    let s3 = Lake::with(Options {
+        store: StoreKind::S3,
+        ..Options::default()
+    });
+    for lake in [&local, &uncached, &s3] {
+        for tail in [0, 8, 64] {
+            read_catalog(lake, &format!("r{tail}"), tail, &value);
+        }
+    }
+    let mut con = local.con();
+    for i in 0..100 {
+        let _: () = lake_tests::redis::cmd("SET")
+            .arg(format!("bench:s:{i}"))
+            .arg(&body)
+            .query(&mut con)
+            .expect("seed SET");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s3_client = lake_tests::s3_client(s3.s3_port());
+    rt.block_on(raw::s3_seed(&s3_client, lake_tests::BUCKET, &body));
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut requests = serde_json::Map::new();
+    let raw_dir = local.dir.path().join("raw-file");
+    for &n in &a.clients {
+        eprintln!("bench: {n} clients");
+        let secs = a.secs;
+        let mut add = |name: &str, stats: Stats| {
+            eprintln!("  {name:<34} {}", fmt_cell(&stats));
+            rows.push(Row {
+                name: name.to_string(),
+                clients: n,
+                stats,
+            });
+        };
+        rt.block_on(async {
+            let p = local.port;
+            add("PING", load::run(p, n, secs, fixed(&[b"PING"])).await);
+            let zadd = gen(|c, i| {
+                let m = format!("f{}.n{i}:{UUID}", c % 8);
+                let score = (c as u64 * 1_000_000_000 + i).to_string();
+                encode(&[b"ZADD", b"bench:z", score.as_bytes(), m.as_bytes()])
+            });
+            add(
+                "ZADD (Lake-shaped member)",
+                load::run(p, n, secs, zadd).await,
+            );
+            let b = body.clone();
+            let set = gen(move |c, i| {
+                let k = format!("bench:s:{}", (c as u64 + i) % 100);
+                encode(&[b"SET", k.as_bytes(), &b])
+            });
+            add("SET 1 KB", load::run(p, n, secs, set).await);
+            let get = gen(|c, i| {
+                let k = format!("bench:s:{}", (c as u64 + i) % 100);
+                encode(&[b"GET", k.as_bytes()])
+            });
+            add("GET 1 KB", load::run(p, n, secs, get).await);
+        });
+        let d = raw_dir.join(n.to_string());
+        add(
+            "raw file: write+fsync+rename",
+            raw::file_loop(&d, n, secs, &body),
+        );
+        rt.block_on(async {
+            let put = raw::s3_loop(&s3_client, lake_tests::BUCKET, n, secs, &body, false).await;
+            add("raw S3 PUT (aws-sdk-s3)", put);
+            let get = raw::s3_loop(&s3_client, lake_tests::BUCKET, n, secs, &body, true).await;
+            add("raw S3 GET (aws-sdk-s3)", get);
+            let v = value.clone();
+            let w = load::run(local.port, n, secs, lake::write("bw".into(), v.clone())).await;
+            add("LAKE.WRITE local://", w);
+            add(
+                "LAKE.WRITE file://",
+                load::run(file.port, n, secs, lake::write("bw".into(), v.clone())).await,
+            );
+            let puts = metric(&s3, "store_puts_total");
+            let w = load::run(s3.port, n, secs, lake::write("bw".into(), v.clone())).await;
+            if n == TARGET_CLIENTS || a.quick {
+                let per = (metric(&s3, "store_puts_total") - puts) as f64 / w.ops.max(1) as f64;
+                requests.insert("s3_puts_per_write".into(), json!(per));
+            }
+            add("LAKE.WRITE s3://", w);
+            for tail in [0, 8, 64] {
+                let cat = format!("r{tail}");
+                let name = format!("LAKE.READ snapshot+{tail} local://");
+                add(
+                    &name,
+                    load::run(local.port, n, secs, lake::read(&cat)).await,
+                );
+                let gets = metric(&uncached, "store_gets_total");
+                let r = load::run(uncached.port, n, secs, lake::read(&cat)).await;
+                if tail == 8 && (n == TARGET_CLIENTS || a.quick) {
+                    let per =
+                        (metric(&uncached, "store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
+                    requests.insert("store_gets_per_uncached_read".into(), json!(per));
+                }
+                add(&format!("LAKE.READ snapshot+{tail} uncached"), r);
+            }
+            let gets = metric(&s3, "store_gets_total");
+            let r = load::run(s3.port, n, secs, lake::read("r8")).await;
+            if n == TARGET_CLIENTS || a.quick {
+                let per = (metric(&s3, "store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
+                requests.insert("s3_gets_per_cached_read".into(), json!(per));
+            }
+            add("LAKE.READ snapshot+8 s3://", r);
+        });
+    }
+
+    eprintln!("bench: PING latency, idle and under {TARGET_CLIENTS}-client write load");
+    let idle = ping_probe(local.port, a.secs).join().expect("probe");
+    let probe = ping_probe(local.port, a.secs);
+    let under = rt.block_on(load::run(
+        local.port,
+        TARGET_CLIENTS,
+        a.secs,
+        lake::write("pw".into(), value.clone()),
+    ));
+    let loaded = probe.join().expect("probe");
+
+    eprintln!("bench: read latency against history length");
+    let mut hist = Vec::new();
+    for (lake, label) in [(&local, "local://"), (&uncached, "uncached")] {
+        for &h in &a.history {
+            let cat = format!("h{h}");
+            let fill = rt.block_on(history(lake, &cat, h, &value));
+            let r = rt.block_on(load::run(lake.port, 1, a.secs, lake::read(&cat)));
+            eprintln!(
+                "  {label} {h:>7} deltas: write {:.0}/s, read p50 {} us",
+                fill.rps, r.p50_us
+            );
+            hist.push(
+                json!({"store": label, "deltas": h, "fill_writes_per_s": fill.rps, "read": r}),
+            );
+        }
+    }
+    let rss = json!({
+        "redis_kb": rss_kb(local.redis_pid()),
+        "sidecar_kb": rss_kb(local.sidecar_pid()),
+    });
+
+    let report = report::render(&a, &rows, &idle, &loaded, &under, &hist, &requests, &rss);
+    println!("{report}");
+    let results = json!({
+        "machine": {"cores": std::thread::available_parallelism().map_or(0, |n| n.get())},
+        "secs_per_phase": a.secs,
+        "rows": rows,
+        "ping_idle": idle,
+        "ping_under_write_load": loaded,
+        "write_load_during_ping": under,
+        "history": hist,
+        "requests_per_op": requests,
+        "rss": rss,
+    });
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    match serde_json::to_string_pretty(&results) {
+        Ok(text) => match std::fs::write(&a.out, text) {
+            Ok(()) => eprintln!("bench: raw results in {}", a.out.display()),
+            Err(e) => eprintln!("bench: cannot write {}: {e}", a.out.display()),
+        },
+        Err(e) => eprintln!("bench: cannot encode results: {e}"),
+    }
+    let failed: u64 = rows.iter().map(|r| r.stats.errors).sum();
+    if failed > 0 {
+        eprintln!("bench: {failed} requests failed; see the errors column");
+        std::process::exit(1);
+    }
+}
+
+mod report;

@@ -347,6 +347,15 @@ impl Lake {
         con
     }
 
+    pub fn redis_pid(&self) -> u32 {
+        self.redis.as_ref().expect("redis running").id()
+    }
+
+    /// The S3 server's port (`s3://` stores only).
+    pub fn s3_port(&self) -> u16 {
+        self.s3_port
+    }
+
     pub fn sidecar_pid(&self) -> u32 {
         self.sidecar.as_ref().expect("sidecar running").id()
     }
@@ -627,7 +636,8 @@ pub fn zrange(con: &mut redis::Connection, key: &str) -> Vec<(String, i64)> {
 }
 
 /// A client for the test S3 server (path style, checksums only when required).
-fn s3_client(port: u16) -> aws_sdk_s3::Client {
+/// A plain aws-sdk-s3 client for the test S3 server on `port`.
+pub fn s3_client(port: u16) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{
         Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     };
