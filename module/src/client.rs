@@ -5,7 +5,9 @@
 //! - writer: owns the connection; (re)connects and handshakes on demand,
 //!   writes queued frames, flushing when the queue is empty;
 //! - reader (one per connection): reads responses and completes the matching
-//!   pending request;
+//!   pending requests: every answer that already arrived is completed in one
+//!   batch, under one acquisition of the Redis lock (never waiting for more
+//!   answers to fill a batch);
 //! - sweeper: completes every request whose deadline passed with `TIMEOUT`.
 //!
 //! Invariants:
@@ -16,6 +18,8 @@
 //!   a timed-out request finds nothing and is dropped (no index entry is ever
 //!   made for a write the client was told failed).
 //! - The pending map's lock is never held while taking the Redis lock.
+//! - Completions run with the Redis lock held (they commit and reply); they
+//!   must not take it again.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
@@ -26,11 +30,13 @@ use std::time::{Duration, Instant};
 
 use lake_shared::proto::{self, Hello, Request, Response, UNSOLICITED_ID};
 use lake_shared::LakeError;
+use redis_module::{Context, ThreadSafeContext};
 
-/// Completes one request with the sidecar's answer or an error.
-pub type Completion = Box<dyn FnOnce(Result<Response, LakeError>) + Send>;
-/// Handles a message the sidecar sent on its own.
-pub type Unsolicited = fn(Response);
+/// Completes one request with the sidecar's answer or an error. Runs on a
+/// background thread with the Redis lock held (`ctx`).
+pub type Completion = Box<dyn FnOnce(&Context, Result<Response, LakeError>) + Send>;
+/// Handles a message the sidecar sent on its own, with the Redis lock held.
+pub type Unsolicited = fn(&Context, Response);
 
 struct Pending {
     deadline: Instant,
@@ -123,7 +129,7 @@ impl Shared {
     fn complete(&self, id: u64, res: Result<Response, LakeError>) {
         let entry = self.pending.lock().ok().and_then(|mut m| m.remove(&id));
         if let Some(p) = entry {
-            run_completion(p.done, res);
+            run_locked(vec![(p.done, res)]);
         }
     }
 
@@ -140,16 +146,29 @@ impl Shared {
             }
             Err(_) => Vec::new(),
         };
-        for p in failed {
-            run_completion(p.done, Err(LakeError::unavailable(why.to_string())));
-        }
+        let err = LakeError::unavailable(why.to_string());
+        run_locked(
+            failed
+                .into_iter()
+                .map(|p| (p.done, Err(err.clone())))
+                .collect(),
+        );
     }
 }
 
-/// Runs a completion; a panic inside it is contained (the completion itself
-/// is written to reply before anything that could panic).
-fn run_completion(done: Completion, res: Result<Response, LakeError>) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(res)));
+/// Runs completions under one acquisition of the Redis lock. A panic inside
+/// one is contained (each completion replies before anything that could
+/// panic) and the others still run.
+fn run_locked(batch: Vec<(Completion, Result<Response, LakeError>)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    for (done, res) in batch {
+        let ctx: &Context = &ctx;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(ctx, res)));
+    }
 }
 
 struct Conn {
@@ -267,16 +286,58 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
     }
 }
 
+/// Largest number of answers completed under one lock acquisition, so the
+/// main thread is never kept out for long.
+const MAX_BATCH: usize = 128;
+
+enum Answer {
+    Done(Completion, Result<Response, LakeError>),
+    Unsolicited(Response),
+}
+
 fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u64) {
-    while let Ok(Some((id, payload))) = proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES) {
-        let res = proto::decode::<Response>(&payload);
-        if id == UNSOLICITED_ID {
-            if let Ok(r) = res {
-                let f = shared.unsolicited;
-                let _ = std::panic::catch_unwind(move || f(r));
+    let mut open = true;
+    while open {
+        let mut frames = Vec::new();
+        match proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES) {
+            Ok(Some(f)) => frames.push(f),
+            _ => break,
+        }
+        // Whatever else already arrived, without waiting for more.
+        while frames.len() < MAX_BATCH && proto::frame_ready(rd.buffer()) {
+            match proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES) {
+                Ok(Some(f)) => frames.push(f),
+                _ => {
+                    open = false;
+                    break;
+                }
             }
-        } else {
-            shared.complete(id, res);
+        }
+        let mut answers = Vec::with_capacity(frames.len());
+        if let Ok(mut m) = shared.pending.lock() {
+            for (id, payload) in frames {
+                let res = proto::decode::<Response>(&payload);
+                if id == UNSOLICITED_ID {
+                    if let Ok(r) = res {
+                        answers.push(Answer::Unsolicited(r));
+                    }
+                } else if let Some(p) = m.remove(&id) {
+                    answers.push(Answer::Done(p.done, res));
+                }
+            }
+        }
+        if answers.is_empty() {
+            continue;
+        }
+        let tsc = ThreadSafeContext::new();
+        let ctx = tsc.lock();
+        for a in answers {
+            let ctx: &Context = &ctx;
+            let f = shared.unsolicited;
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || match a {
+                Answer::Done(done, res) => done(ctx, res),
+                Answer::Unsolicited(r) => f(ctx, r),
+            }));
         }
     }
     shared.broken.fetch_max(generation, Ordering::AcqRel);
@@ -303,13 +364,12 @@ fn sweeper_loop(shared: Arc<Shared>) {
             Err(_) => Vec::new(),
         };
         let ms = shared.timeout.as_millis();
-        for p in expired {
-            run_completion(
-                p.done,
-                Err(LakeError::timeout(format!(
-                    "no answer from the sidecar within {ms} ms"
-                ))),
-            );
-        }
+        let err = LakeError::timeout(format!("no answer from the sidecar within {ms} ms"));
+        run_locked(
+            expired
+                .into_iter()
+                .map(|p| (p.done, Err(err.clone())))
+                .collect(),
+        );
     }
 }

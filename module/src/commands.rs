@@ -85,11 +85,11 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     let bc = ctx.block_client();
     client.submit(
         &req,
-        Box::new(move |res| {
+        Box::new(move |ctx, res| {
             let tsc = ThreadSafeContext::with_blocked_client(bc);
             let out = guarded(|| match res? {
                 Response::Stored(_) => {
-                    let stamp = commit_delta(&tsc.lock(), &cat, &member)?;
+                    let stamp = commit_delta(ctx, &cat, &member)?;
                     Ok(RedisValue::Array(vec![
                         RedisValue::BulkString(uuid),
                         RedisValue::Integer(stamp),
@@ -224,12 +224,12 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     let bc = ctx.block_client();
     client.submit(
         &req,
-        Box::new(move |res| {
+        Box::new(move |ctx, res| {
             let tsc = ThreadSafeContext::with_blocked_client(bc);
             let out = guarded(|| match res? {
                 Response::Doc(doc) => {
                     if let Some(s) = &doc.snapshot {
-                        commit_snapshot(&tsc.lock(), &cat, s, fence)?;
+                        commit_snapshot(ctx, &cat, s, fence)?;
                     }
                     Ok(doc.json.map_or(RedisValue::Null, |j| {
                         RedisValue::BulkString(j.get().to_string())
@@ -244,12 +244,10 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     Ok(RedisValue::NoReply)
 }
 
-/// Commits a background snapshot the sidecar announced.
-pub fn on_unsolicited(resp: Response) {
+/// Commits a background snapshot the sidecar announced. Lock held.
+pub fn on_unsolicited(ctx: &Context, resp: Response) {
     if let Response::SnapshotStored(s) = resp {
-        let tsc = ThreadSafeContext::new();
-        let ctx = tsc.lock();
-        if let Err(e) = commit_snapshot(&ctx, &s.catalog, &s.snap, s.fence) {
+        if let Err(e) = commit_snapshot(ctx, &s.catalog, &s.snap, s.fence) {
             ctx.log_warning(&format!("lake: snapshot commit failed: {}", e.message));
         }
     }
@@ -525,7 +523,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     let bc = ctx.block_client();
     client.submit(
         &req,
-        Box::new(move |res| {
+        Box::new(move |_ctx, res| {
             let tsc = ThreadSafeContext::with_blocked_client(bc);
             let out = guarded(|| match res? {
                 Response::GcDone(r) => Ok(RedisValue::Array(

@@ -210,6 +210,18 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, LakeError>
         .map_err(|e| LakeError::invalid(format!("malformed frame payload: {e}")))
 }
 
+/// Whether `buf` starts with a whole frame, so reading it cannot block.
+/// Lets a reader drain every answer that already arrived in one pass.
+pub fn frame_ready(buf: &[u8]) -> bool {
+    match buf.get(..4) {
+        Some(len) => {
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            buf.len() - 4 >= len
+        }
+        None => false,
+    }
+}
+
 /// Reads one frame from a blocking reader: `Ok(None)` on a clean end of
 /// stream before a frame starts.
 pub fn read_frame<R: io::Read>(r: &mut R, max: usize) -> io::Result<Option<(u64, Vec<u8>)>> {
@@ -241,6 +253,18 @@ fn to_io(e: LakeError) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_ready_needs_the_whole_frame() {
+        let frame = encode(3, &Response::Stored(Stored {}));
+        assert!(frame_ready(&frame));
+        assert!(!frame_ready(&frame[..frame.len() - 1]));
+        assert!(!frame_ready(&frame[..3]));
+        assert!(!frame_ready(&[]));
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame[..5]);
+        assert!(frame_ready(&two));
+    }
 
     #[test]
     fn round_trip_put_and_doc() {
