@@ -21,7 +21,7 @@ use redis_module::{
 };
 use serde_json::value::RawValue;
 
-use crate::{reply, state};
+use crate::{reply, state, zset};
 
 fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {
     a.try_as_str()
@@ -151,47 +151,27 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     check_can_block(ctx, "LAKE.READ")?;
 
     // One execution: newest snapshot at or below AT, then the deltas after it.
-    let max = at.map_or_else(|| "+inf".to_string(), |s| s.to_string());
-    let snap_rows = call_strings(
-        ctx,
-        "ZREVRANGEBYSCORE",
-        &[
-            &catalog::snap_key(cat),
-            &max,
-            "-inf",
-            "WITHSCORES",
-            "LIMIT",
-            "0",
-            "1",
-        ],
-    )?;
-    let base = match snap_rows.as_slice() {
-        [m, score] => Some(SnapRef {
-            uuid: member::decode_snap(m)?.to_string(),
-            covers: parse_stamp(score)?,
+    let max = at.map_or(f64::INFINITY, |s| s as f64);
+    let base = match zset::last_at_or_below(ctx, &catalog::snap_key(cat), max)? {
+        Some(e) => Some(SnapRef {
+            uuid: member::decode_snap(&e.member)?.to_string(),
+            covers: e.score,
         }),
-        _ => None,
+        None => None,
     };
-    let min = base
-        .as_ref()
-        .map_or_else(|| "-inf".to_string(), |b| format!("({}", b.covers));
-    let rows = call_strings(
+    let rows = zset::after(
         ctx,
-        "ZRANGEBYSCORE",
-        &[&catalog::index_key(cat), &min, &max, "WITHSCORES"],
+        &catalog::index_key(cat),
+        base.as_ref().map(|b| b.covers),
+        max,
     )?;
-    let mut deltas = Vec::with_capacity(rows.len() / 2);
-    for pair in rows.chunks(2) {
-        let [m, score] = pair else {
-            return Err(LakeError::internal(
-                "ZRANGEBYSCORE WITHSCORES returned an odd number of items",
-            ));
-        };
-        let (field, uuid) = member::decode(m)?;
+    let mut deltas = Vec::with_capacity(rows.len());
+    for e in &rows {
+        let (field, uuid) = member::decode(&e.member)?;
         deltas.push(DeltaRef {
             uuid: uuid.to_string(),
             field: field.to_string(),
-            stamp: parse_stamp(score)?,
+            stamp: e.score,
         });
     }
     if base.is_none() && deltas.is_empty() {
@@ -269,8 +249,8 @@ fn unexpected(r: &Response) -> LakeError {
 /// Allocates the stamp and indexes the delta. Caller holds the Redis lock.
 fn commit_delta(ctx: &Context, cat: &str, member: &str) -> Result<i64, LakeError> {
     let idx = catalog::index_key(cat);
-    let newest_delta = newest_score(ctx, &idx)?;
-    let newest_snap = newest_score(ctx, &catalog::snap_key(cat))?;
+    let newest_delta = zset::last_score(ctx, &idx)?;
+    let newest_snap = zset::last_score(ctx, &catalog::snap_key(cat))?;
     let stamp = stamp::next(stamp::now_us(), newest_delta, newest_snap);
     if stamp > stamp::MAX_EXACT {
         return Err(LakeError::internal(format!(
@@ -539,21 +519,6 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
         }),
     );
     Ok(RedisValue::NoReply)
-}
-
-fn newest_score(ctx: &Context, key: &str) -> Result<Option<i64>, LakeError> {
-    match call_strings(ctx, "ZREVRANGE", &[key, "0", "0", "WITHSCORES"])?.as_slice() {
-        [_, score] => Ok(Some(parse_stamp(score)?)),
-        _ => Ok(None),
-    }
-}
-
-fn parse_stamp(score: &str) -> Result<i64, LakeError> {
-    score
-        .parse::<f64>()
-        .ok()
-        .and_then(stamp::from_score)
-        .ok_or_else(|| LakeError::data(format!("index holds a non-integer score '{score}'")))
 }
 
 /// Runs a read command and returns its reply as a flat list of strings.

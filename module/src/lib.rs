@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod config;
 mod reply;
+mod zset;
 
 use redis_module::{redis_module, Context, RedisResult, RedisString, Status};
 

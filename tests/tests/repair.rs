@@ -330,3 +330,24 @@ fn removal_after_a_cached_read_is_honoured() {
         Some(json!({"a":1,"c":3,"d":4}))
     );
 }
+
+/// A catalog key overwritten with another type gives a clear error on read
+/// and write, and Redis keeps serving.
+#[test]
+fn a_clobbered_index_key_is_reported_not_crashed_on() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    write(&mut c, "cl", "a", "1").unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("catalog:{cl}")
+        .arg("oops")
+        .query(&mut c)
+        .unwrap();
+    let err = read(&mut c, "cl", &[]).unwrap_err();
+    assert!(err.starts_with("LAKEDATA"), "{err}");
+    assert!(err.contains("sorted set"), "{err}");
+    let err = write(&mut c, "cl", "a", "2").unwrap_err();
+    assert!(err.starts_with("LAKEDATA"), "{err}");
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+}

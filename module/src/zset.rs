@@ -1,0 +1,168 @@
+//! Reads of Lake's sorted sets through Redis's native zset API.
+//!
+//! `ctx.call("ZRANGEBYSCORE" .. "WITHSCORES")` runs the command on a fake
+//! client and formats every score as text that is then parsed back; on the
+//! read and commit paths that was the largest cost on Redis's main thread.
+//! The key API walks the skiplist and hands scores over as doubles.
+//!
+//! Invariants:
+//! - Only reads: writes stay `ZADD` through `call_ext(.. replicate() ..)`, so
+//!   replicas and the AOF see them.
+//! - Called with the Redis lock held (a command handler, or a completion
+//!   holding a thread-safe context's lock).
+//! - Every element string the API returns is freed, the iterator is stopped
+//!   and the key closed on every path (`Range`'s `Drop`).
+//! - Stamps are integers below 2^53, so the doubles are exact.
+
+use lake_shared::{stamp, LakeError};
+use redis_module::{raw, Context, KeyType};
+
+/// One sorted-set element.
+pub struct Element {
+    pub member: String,
+    pub score: i64,
+}
+
+/// An open key with an active range iterator; dropping it stops the
+/// iterator and closes the key. (Raw handles: `RedisKey::to_raw_parts` in
+/// redis-module 2.0.8 closes the key it hands out.)
+struct Range {
+    key: *mut raw::RedisModuleKey,
+}
+
+impl Range {
+    fn ptr(&self) -> *mut raw::RedisModuleKey {
+        self.key
+    }
+}
+
+impl Drop for Range {
+    fn drop(&mut self) {
+        unsafe {
+            if let Some(stop) = raw::RedisModule_ZsetRangeStop {
+                stop(self.key);
+            }
+        }
+        raw::close_key(self.key);
+    }
+}
+
+/// Opens `name` for reading; `None` when it does not exist.
+fn open(ctx: &Context, name: &str) -> Result<Option<Range>, LakeError> {
+    let keyname = ctx.create_string(name);
+    let key = raw::open_key(ctx.ctx, keyname.inner, raw::KeyMode::READ);
+    if key.is_null() {
+        return Ok(None);
+    }
+    let r = Range { key };
+    let kind = unsafe { raw::RedisModule_KeyType.map(|f| f(key)) };
+    match kind.map(KeyType::from) {
+        Some(KeyType::ZSet) => Ok(Some(r)),
+        Some(KeyType::Empty) => Ok(None),
+        _ => Err(LakeError::data(format!(
+            "key '{name}' holds something other than a sorted set"
+        ))),
+    }
+}
+
+fn element(ctx: &Context, k: *mut raw::RedisModuleKey) -> Result<Option<Element>, LakeError> {
+    let (Some(current), Some(ptr_len), Some(free)) = (
+        unsafe { raw::RedisModule_ZsetRangeCurrentElement },
+        unsafe { raw::RedisModule_StringPtrLen },
+        unsafe { raw::RedisModule_FreeString },
+    ) else {
+        return Err(LakeError::internal("the zset API is missing"));
+    };
+    let mut score = 0f64;
+    let s = unsafe { current(k, &mut score) };
+    if s.is_null() {
+        return Ok(None);
+    }
+    let mut len = 0usize;
+    let bytes = unsafe {
+        let p = ptr_len(s, &mut len);
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    };
+    let member = String::from_utf8(bytes.to_vec());
+    unsafe { free(ctx.ctx, s) };
+    let member = member.map_err(|_| LakeError::data("an index member is not UTF-8"))?;
+    let score = stamp::from_score(score)
+        .ok_or_else(|| LakeError::data(format!("index holds a non-integer score {score}")))?;
+    Ok(Some(Element { member, score }))
+}
+
+/// Starts a range over `[min, max]` (`min_exclusive` drops `min` itself),
+/// from the lowest score, or from the highest with `reverse`.
+fn range(
+    ctx: &Context,
+    name: &str,
+    min: f64,
+    min_exclusive: bool,
+    max: f64,
+    reverse: bool,
+) -> Result<Option<Range>, LakeError> {
+    let Some(r) = open(ctx, name)? else {
+        return Ok(None);
+    };
+    let start = unsafe {
+        if reverse {
+            raw::RedisModule_ZsetLastInScoreRange
+        } else {
+            raw::RedisModule_ZsetFirstInScoreRange
+        }
+    }
+    .ok_or_else(|| LakeError::internal("the zset API is missing"))?;
+    if unsafe { start(r.ptr(), min, max, i32::from(min_exclusive), 0) }
+        != raw::REDISMODULE_OK as i32
+    {
+        return Err(LakeError::internal(format!("cannot iterate '{name}'")));
+    }
+    Ok(Some(r))
+}
+
+/// The element with the highest score at or below `max`.
+pub fn last_at_or_below(ctx: &Context, name: &str, max: f64) -> Result<Option<Element>, LakeError> {
+    match range(ctx, name, f64::NEG_INFINITY, false, max, true)? {
+        Some(r) => element(ctx, r.ptr()),
+        None => Ok(None),
+    }
+}
+
+/// The highest score in `name`.
+pub fn last_score(ctx: &Context, name: &str) -> Result<Option<i64>, LakeError> {
+    Ok(last_at_or_below(ctx, name, f64::INFINITY)?.map(|e| e.score))
+}
+
+/// Every element with a score in `(after, max]` (or `[-inf, max]`), in
+/// score order.
+pub fn after(
+    ctx: &Context,
+    name: &str,
+    after: Option<i64>,
+    max: f64,
+) -> Result<Vec<Element>, LakeError> {
+    let min = after.map_or(f64::NEG_INFINITY, |s| s as f64);
+    let Some(r) = range(ctx, name, min, after.is_some(), max, false)? else {
+        return Ok(Vec::new());
+    };
+    let fns = unsafe {
+        (
+            raw::RedisModule_ZsetRangeNext,
+            raw::RedisModule_ZsetRangeEndReached,
+        )
+    };
+    let (Some(next), Some(end)) = fns else {
+        return Err(LakeError::internal("the zset API is missing"));
+    };
+    let mut out = Vec::new();
+    while unsafe { end(r.ptr()) } == 0 {
+        match element(ctx, r.ptr())? {
+            Some(e) => out.push(e),
+            None => break,
+        }
+        if unsafe { next(r.ptr()) } == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}
