@@ -18,8 +18,10 @@
 //!   a timed-out request finds nothing and is dropped (no index entry is ever
 //!   made for a write the client was told failed).
 //! - The pending map's lock is never held while taking the Redis lock.
-//! - Completions run with the Redis lock held (they commit and reply); they
-//!   must not take it again.
+//! - `Locked` completions run with the Redis lock held (they commit, then
+//!   reply) and must not take it again; `Free` ones only reply, which a
+//!   blocked client's thread-safe context allows without the lock, so reads
+//!   never keep Redis's main thread waiting.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
@@ -32,9 +34,17 @@ use lake_shared::proto::{self, Hello, Request, Response, UNSOLICITED_ID};
 use lake_shared::LakeError;
 use redis_module::{Context, ThreadSafeContext};
 
-/// Completes one request with the sidecar's answer or an error. Runs on a
-/// background thread with the Redis lock held (`ctx`).
-pub type Completion = Box<dyn FnOnce(&Context, Result<Response, LakeError>) + Send>;
+/// Completes one request with the sidecar's answer or an error, on a
+/// background thread.
+pub enum Completion {
+    /// Commits and replies: runs with the Redis lock held (`ctx`).
+    Locked(LockedFn),
+    /// Only replies: runs without the lock.
+    Free(FreeFn),
+}
+
+pub type LockedFn = Box<dyn FnOnce(&Context, Result<Response, LakeError>) + Send>;
+pub type FreeFn = Box<dyn FnOnce(Result<Response, LakeError>) + Send>;
 /// Handles a message the sidecar sent on its own, with the Redis lock held.
 pub type Unsolicited = fn(&Context, Response);
 
@@ -156,18 +166,41 @@ impl Shared {
     }
 }
 
-/// Runs completions under one acquisition of the Redis lock. A panic inside
-/// one is contained (each completion replies before anything that could
-/// panic) and the others still run.
+/// Runs completions: the `Free` ones first, without the lock, then the
+/// `Locked` ones (and unsolicited messages) under one acquisition of the
+/// Redis lock. A panic inside one is contained and the others still run.
 fn run_locked(batch: Vec<(Completion, Result<Response, LakeError>)>) {
-    if batch.is_empty() {
+    run_answers(
+        batch
+            .into_iter()
+            .map(|(done, res)| Answer::Done(done, res))
+            .collect(),
+        |_, _| {},
+    );
+}
+
+fn run_answers(answers: Vec<Answer>, unsolicited: Unsolicited) {
+    let mut locked = Vec::new();
+    for a in answers {
+        match a {
+            Answer::Done(Completion::Free(done), res) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(res)));
+            }
+            other => locked.push(other),
+        }
+    }
+    if locked.is_empty() {
         return;
     }
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
-    for (done, res) in batch {
+    for a in locked {
         let ctx: &Context = &ctx;
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(ctx, res)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || match a {
+            Answer::Done(Completion::Locked(done), res) => done(ctx, res),
+            Answer::Done(Completion::Free(done), res) => done(res),
+            Answer::Unsolicited(r) => unsolicited(ctx, r),
+        }));
     }
 }
 
@@ -326,19 +359,7 @@ fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u
                 }
             }
         }
-        if answers.is_empty() {
-            continue;
-        }
-        let tsc = ThreadSafeContext::new();
-        let ctx = tsc.lock();
-        for a in answers {
-            let ctx: &Context = &ctx;
-            let f = shared.unsolicited;
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || match a {
-                Answer::Done(done, res) => done(ctx, res),
-                Answer::Unsolicited(r) => f(ctx, r),
-            }));
-        }
+        run_answers(answers, shared.unsolicited);
     }
     shared.broken.fetch_max(generation, Ordering::AcqRel);
     let _ = rd.get_ref().shutdown(std::net::Shutdown::Both);

@@ -16,11 +16,12 @@
 use lake_shared::proto::{DeltaRef, Gc, Put, Read, Request, Response, SnapRef, SnapshotPolicy};
 use lake_shared::{catalog, member, mode, path, stamp, LakeError};
 use redis_module::{
-    CallOptionsBuilder, CallResult, Context, ContextFlags, RedisString, RedisValue,
+    BlockedClient, CallOptionsBuilder, CallResult, Context, ContextFlags, RedisString, RedisValue,
     ThreadSafeContext,
 };
 use serde_json::value::RawValue;
 
+use crate::client::Completion;
 use crate::{reply, state, zset};
 
 fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {
@@ -85,7 +86,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     let bc = ctx.block_client();
     client.submit(
         &req,
-        Box::new(move |ctx, res| {
+        Completion::Locked(Box::new(move |ctx, res| {
             let tsc = ThreadSafeContext::with_blocked_client(bc);
             let out = guarded(|| match res? {
                 Response::Stored(_) => {
@@ -99,7 +100,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
                 other => Err(unexpected(&other)),
             });
             tsc.reply(reply::result(out));
-        }),
+        })),
     );
     Ok(RedisValue::NoReply)
 }
@@ -204,24 +205,37 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     let bc = ctx.block_client();
     client.submit(
         &req,
-        Box::new(move |ctx, res| {
-            let tsc = ThreadSafeContext::with_blocked_client(bc);
-            let out = guarded(|| match res? {
-                Response::Doc(doc) => {
-                    if let Some(s) = &doc.snapshot {
-                        commit_snapshot(ctx, &cat, s, fence)?;
-                    }
-                    Ok(doc.json.map_or(RedisValue::Null, |j| {
-                        RedisValue::BulkString(j.get().to_string())
-                    }))
-                }
-                Response::Error(e) => Err(e),
-                other => Err(unexpected(&other)),
-            });
-            tsc.reply(reply::result(out));
-        }),
+        read_completion(bc, policy == SnapshotPolicy::Now, cat, fence),
     );
     Ok(RedisValue::NoReply)
+}
+
+/// Replies to a read. Only a read that asked for a snapshot now commits one,
+/// under the lock; every other read replies without taking it.
+fn read_completion(bc: BlockedClient, commit: bool, cat: String, fence: i64) -> Completion {
+    let answer = move |res: Result<Response, LakeError>, ctx: Option<&Context>| match res? {
+        Response::Doc(doc) => {
+            if let (Some(s), Some(ctx)) = (&doc.snapshot, ctx) {
+                commit_snapshot(ctx, &cat, s, fence)?;
+            }
+            Ok(doc.json.map_or(RedisValue::Null, |j| {
+                RedisValue::BulkString(j.get().to_string())
+            }))
+        }
+        Response::Error(e) => Err(e),
+        other => Err(unexpected(&other)),
+    };
+    if commit {
+        Completion::Locked(Box::new(move |ctx, res| {
+            let tsc = ThreadSafeContext::with_blocked_client(bc);
+            tsc.reply(reply::result(guarded(|| answer(res, Some(ctx)))));
+        }))
+    } else {
+        Completion::Free(Box::new(move |res| {
+            let tsc = ThreadSafeContext::with_blocked_client(bc);
+            tsc.reply(reply::result(guarded(|| answer(res, None))));
+        }))
+    }
 }
 
 /// Commits a background snapshot the sidecar announced. Lock held.
@@ -503,7 +517,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     let bc = ctx.block_client();
     client.submit(
         &req,
-        Box::new(move |_ctx, res| {
+        Completion::Free(Box::new(move |res| {
             let tsc = ThreadSafeContext::with_blocked_client(bc);
             let out = guarded(|| match res? {
                 Response::GcDone(r) => Ok(RedisValue::Array(
@@ -516,7 +530,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
                 other => Err(unexpected(&other)),
             });
             tsc.reply(reply::result(out));
-        }),
+        })),
     );
     Ok(RedisValue::NoReply)
 }
