@@ -298,18 +298,7 @@ fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Resu
 }
 
 fn zadd(ctx: &Context, key: &str, score: i64, member: &str) -> Result<(), LakeError> {
-    let opts = CallOptionsBuilder::new()
-        .replicate()
-        .errors_as_replies()
-        .build();
-    let score = score.to_string();
-    let res: CallResult = ctx.call_ext("ZADD", &opts, &[key, score.as_str(), member][..]);
-    res.map(|_| ()).map_err(|e| {
-        LakeError::internal(format!(
-            "ZADD {key} failed: {}",
-            e.to_utf8_string().unwrap_or_default()
-        ))
-    })
+    zset::add_replicated(ctx, key, score, member)
 }
 
 fn read_fence(ctx: &Context, cat: &str) -> Result<i64, LakeError> {

@@ -6,8 +6,9 @@
 //! The key API walks the skiplist and hands scores over as doubles.
 //!
 //! Invariants:
-//! - Only reads: writes stay `ZADD` through `call_ext(.. replicate() ..)`, so
-//!   replicas and the AOF see them.
+//! - Every write ([`add_replicated`]) is propagated as the same `ZADD` to
+//!   replicas and the AOF (`RM_Replicate`, which also counts the change for
+//!   RDB save points), signals the key as modified and emits `zadd`.
 //! - Called with the Redis lock held (a command handler, or a completion
 //!   holding a thread-safe context's lock).
 //! - Every element string the API returns is freed, the iterator is stopped
@@ -51,6 +52,10 @@ impl Drop for Range {
 fn open(ctx: &Context, name: &str) -> Result<Option<Range>, LakeError> {
     let keyname = ctx.create_string(name);
     let key = raw::open_key(ctx.ctx, keyname.inner, raw::KeyMode::READ);
+    checked(key, name)
+}
+
+fn checked(key: *mut raw::RedisModuleKey, name: &str) -> Result<Option<Range>, LakeError> {
     if key.is_null() {
         return Ok(None);
     }
@@ -165,4 +170,47 @@ pub fn after(
         }
     }
     Ok(out)
+}
+
+/// `ZADD name score member`, natively, then the same `ZADD` replicated.
+/// Caller holds the lock.
+pub fn add_replicated(
+    ctx: &Context,
+    name: &str,
+    score: i64,
+    member: &str,
+) -> Result<(), LakeError> {
+    let keyname = ctx.create_string(name);
+    let key = raw::open_key(
+        ctx.ctx,
+        keyname.inner,
+        raw::KeyMode::READ | raw::KeyMode::WRITE,
+    );
+    if key.is_null() {
+        return Err(LakeError::internal(format!(
+            "cannot open '{name}' for writing"
+        )));
+    }
+    let r = Range { key };
+    let kind = unsafe { raw::RedisModule_KeyType.map(|f| f(key)) };
+    if !matches!(
+        kind.map(KeyType::from),
+        Some(KeyType::ZSet | KeyType::Empty)
+    ) {
+        return Err(LakeError::data(format!(
+            "key '{name}' holds something other than a sorted set"
+        )));
+    }
+    let add = unsafe { raw::RedisModule_ZsetAdd }
+        .ok_or_else(|| LakeError::internal("the zset API is missing"))?;
+    let m = ctx.create_string(member);
+    let mut flags = 0;
+    if unsafe { add(r.ptr(), score as f64, m.inner, &mut flags) } != raw::REDISMODULE_OK as i32 {
+        return Err(LakeError::internal(format!("ZADD {name} failed")));
+    }
+    drop(r);
+    let score = score.to_string();
+    ctx.replicate("ZADD", &[name, score.as_str(), member][..]);
+    ctx.notify_keyspace_event(raw::NotifyEvent::ZSET, "zadd", &keyname);
+    Ok(())
 }

@@ -351,3 +351,31 @@ fn a_clobbered_index_key_is_reported_not_crashed_on() {
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// Index writes go through Redis's key API: they must still count as
+/// changes for RDB save points and invalidate WATCH like a ZADD would.
+#[test]
+fn index_writes_count_for_save_points_and_invalidate_watch() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let changes = |c: &mut redis::Connection| -> i64 {
+        let info: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let before = changes(&mut c);
+    for i in 0..5 {
+        write(&mut c, "sv", &format!("f{i}"), "1").unwrap();
+    }
+    assert!(changes(&mut c) >= before + 5);
+    let mut w = lake.con();
+    let _: () = redis::cmd("WATCH")
+        .arg("catalog:{sv}")
+        .query(&mut w)
+        .unwrap();
+    write(&mut c, "sv", "g", "2").unwrap();
+    let res: Option<Vec<String>> = redis::pipe().atomic().cmd("PING").query(&mut w).unwrap();
+    assert_eq!(res, None, "EXEC must fail: the watched index changed");
+}
