@@ -321,7 +321,7 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
 
 /// Largest number of answers completed under one lock acquisition, so the
 /// main thread is never kept out for long.
-const MAX_BATCH: usize = 128;
+const MAX_BATCH: usize = 16;
 
 enum Answer {
     Done(Completion, Result<Response, LakeError>),
