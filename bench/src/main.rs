@@ -285,6 +285,10 @@ fn main() {
             add("GET 1 KB", load::run(p, n, secs, get).await);
         });
         let d = raw_dir.join(n.to_string());
+        if n == a.clients[0] {
+            let sync = raw::fdatasync_loop(&d, secs, &body);
+            add("raw append+fdatasync, 1 writer", sync);
+        }
         add(
             "raw file: write+fsync+rename",
             raw::file_loop(&d, n, secs, &body),

@@ -46,6 +46,28 @@ pub fn file_loop(dir: &Path, clients: usize, secs: f64, body: &[u8]) -> Stats {
     Stats::from_latencies(lat, 0, None, start.elapsed().as_secs_f64())
 }
 
+/// One writer appending `body` to a file with `fdatasync` after each write:
+/// the disk's durable-write latency, which bounds a closed loop of `n`
+/// clients at `n / latency` whatever the store does.
+pub fn fdatasync_loop(dir: &Path, secs: f64, body: &[u8]) -> Stats {
+    std::fs::create_dir_all(dir).expect("bench dir");
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    let path = dir.join("fdatasync.log");
+    if let Ok(mut f) = std::fs::File::create(&path) {
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            if f.write_all(body).and_then(|()| f.sync_data()).is_err() {
+                break;
+            }
+            lat.push(t.elapsed().as_micros() as u32);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Stats::from_latencies(lat, 0, None, start.elapsed().as_secs_f64())
+}
+
 /// Objects the GET loop reads, written by [`s3_seed`].
 const SEEDS: u64 = 64;
 

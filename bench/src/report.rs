@@ -79,6 +79,19 @@ pub fn render(
         "| LAKE.WRITE local:// >= 20,000/s | {write:.0}/s | {} |",
         mark(write >= 20_000.0)
     );
+    if let Some(sync) = rows
+        .iter()
+        .find(|r| r.name == "raw append+fdatasync, 1 writer")
+        .map(|r| &r.stats)
+    {
+        let ceiling = t as f64 * 1e6 / sync.p50_us.max(1) as f64;
+        let _ = writeln!(
+            o,
+            "| (disk: fdatasync p50 {} us; {t} clients each waiting for their own flush top out near {ceiling:.0}/s) | {:.2} x that | |",
+            sync.p50_us,
+            write / ceiling.max(1.0)
+        );
+    }
     let _ = writeln!(
         o,
         "| LAKE.WRITE >= 0.3 x raw ZADD ({zadd:.0}/s) | {:.2} x | {} |",
