@@ -115,6 +115,15 @@ async fn drive(port: u16, clients: usize, until: Until, gen: Gen) -> Stats {
             (lat, errors, first)
         });
     }
+    gather(tasks, start).await
+}
+
+/// What one load task returns: its latencies (µs), its error count and its
+/// first error.
+pub type TaskResult = (Vec<u32>, u64, Option<String>);
+
+/// Waits for every task and merges their results into one [`Stats`].
+pub async fn gather(mut tasks: tokio::task::JoinSet<TaskResult>, start: Instant) -> Stats {
     let (mut lat, mut errors, mut first) = (Vec::new(), 0, None);
     while let Some(r) = tasks.join_next().await {
         if let Ok((l, e, f)) = r {

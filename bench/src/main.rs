@@ -134,16 +134,19 @@ mod lake {
     use super::*;
 
     /// `LAKE.WRITE <cat> f<i%8> <value>`.
+    fn write_frame(cat: &str, value: &str, i: u64) -> Vec<u8> {
+        let f = format!("f{}", i % 8);
+        encode(&[
+            b"LAKE.WRITE",
+            cat.as_bytes(),
+            f.as_bytes(),
+            value.as_bytes(),
+        ])
+    }
+
+    /// Writes only.
     pub fn write(cat: String, value: String) -> Gen {
-        gen(move |_, i| {
-            let f = format!("f{}", i % 8);
-            encode(&[
-                b"LAKE.WRITE",
-                cat.as_bytes(),
-                f.as_bytes(),
-                value.as_bytes(),
-            ])
-        })
+        gen(move |_, i| write_frame(&cat, &value, i))
     }
 
     /// Writes, with a plain `LAKE.READ` every `every` requests.
@@ -152,13 +155,7 @@ mod lake {
             if i % every == every - 1 {
                 encode(&[b"LAKE.READ", cat.as_bytes()])
             } else {
-                let f = format!("f{}", i % 8);
-                encode(&[
-                    b"LAKE.WRITE",
-                    cat.as_bytes(),
-                    f.as_bytes(),
-                    value.as_bytes(),
-                ])
+                write_frame(&cat, &value, i)
             }
         })
     }
@@ -254,6 +251,9 @@ fn main() {
         let secs = a.secs;
         let mut add = |name: &str, stats: Stats| {
             eprintln!("  {name:<34} {}", fmt_cell(&stats));
+            // Write back what this phase left dirty, so the next one does
+            // not pay for it.
+            let _ = std::process::Command::new("sync").status();
             rows.push(Row {
                 name: name.to_string(),
                 clients: n,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::load::Stats;
+use crate::load::{self, Stats};
 
 /// One file per write, as `file://` does it: temp file, write, fsync,
 /// rename, directory fsync. `clients` threads for `secs` seconds.
@@ -147,15 +147,5 @@ pub async fn s3_loop(
             (lat, errors, first)
         });
     }
-    let (mut lat, mut errors, mut first) = (Vec::new(), 0, None);
-    while let Some(r) = tasks.join_next().await {
-        if let Ok((l, e, f)) = r {
-            lat.extend(l);
-            errors += e;
-            if first.is_none() {
-                first = f;
-            }
-        }
-    }
-    Stats::from_latencies(lat, errors, first, start.elapsed().as_secs_f64())
+    load::gather(tasks, start).await
 }

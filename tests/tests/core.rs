@@ -415,6 +415,20 @@ fn background_snapshot_after_snapshot_every_deltas(kind: StoreKind) {
 
 /// For random write sequences with snapshots forced at random points, a read
 /// equals a full replay of the same writes in a twin catalog never snapshotted.
+/// The vocabulary of the random histories: paths, modes and values that
+/// together hit every merge rule (objects, arrays, nulls, appends, roots).
+const FIELDS: [&str; 9] = ["$", "a", "a.b", "a.b.c", "/a/x", "l", "/l/-", "l.0", "n"];
+const MODES: [&str; 4] = ["SET", "INSERT", "REPLACE", "MERGE"];
+const VALUES: [&str; 7] = [
+    r#"{"b":{"c":1},"x":null}"#,
+    "1",
+    "null",
+    "[1,2]",
+    r#"{"x":{"y":2}}"#,
+    r#""s""#,
+    r#"{"a":null}"#,
+];
+
 fn snapshot_reads_equal_full_replay(kind: StoreKind) {
     let lake = Lake::with(Options {
         store: kind,
@@ -423,17 +437,7 @@ fn snapshot_reads_equal_full_replay(kind: StoreKind) {
     });
     let mut c = lake.con();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let fields = ["$", "a", "a.b", "a.b.c", "/a/x", "l", "/l/-", "l.0", "n"];
-    let modes = ["SET", "INSERT", "REPLACE", "MERGE"];
-    let values = [
-        r#"{"b":{"c":1},"x":null}"#,
-        "1",
-        "null",
-        "[1,2]",
-        r#"{"x":{"y":2}}"#,
-        r#""s""#,
-        r#"{"a":null}"#,
-    ];
+    let (fields, modes, values) = (FIELDS, MODES, VALUES);
     for round in 0..6 {
         let (cat, twin) = (format!("rand{round}"), format!("twin{round}"));
         for _ in 0..40 {
@@ -474,15 +478,7 @@ fn cached_reads_equal_uncached_reads() {
     });
     let (mut a, mut b) = (cached.con(), plain.con());
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let fields = ["$", "a", "a.b", "/a/x", "l", "/l/-", "n"];
-    let modes = ["SET", "INSERT", "REPLACE", "MERGE"];
-    let values = [
-        r#"{"b":{"c":1},"x":null}"#,
-        "1",
-        "null",
-        "[1,2]",
-        r#"{"x":{"y":2}}"#,
-    ];
+    let (fields, modes, values) = (FIELDS, MODES, VALUES);
     let mut uuids: Vec<(String, String)> = Vec::new();
     for step in 0..150 {
         let f = fields[rng.random_range(0..fields.len())];
