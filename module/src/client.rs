@@ -18,10 +18,10 @@
 //!   a timed-out request finds nothing and is dropped (no index entry is ever
 //!   made for a write the client was told failed).
 //! - The pending map's lock is never held while taking the Redis lock.
-//! - `Locked` completions run with the Redis lock held (they commit, then
-//!   reply) and must not take it again; `Free` ones only reply, which a
-//!   blocked client's thread-safe context allows without the lock, so reads
-//!   never keep Redis's main thread waiting.
+//! - Completions run without the Redis lock: they hand their client's answer
+//!   to Redis's main thread (`blocked.rs`), which commits and replies there.
+//!   Only messages the sidecar sends on its own (background snapshots, which
+//!   have no client) are committed under the lock, batched.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
@@ -35,16 +35,8 @@ use lake_shared::LakeError;
 use redis_module::{Context, ThreadSafeContext};
 
 /// Completes one request with the sidecar's answer or an error, on a
-/// background thread.
-pub enum Completion {
-    /// Commits and replies: runs with the Redis lock held (`ctx`).
-    Locked(LockedFn),
-    /// Only replies: runs without the lock.
-    Free(FreeFn),
-}
-
-pub type LockedFn = Box<dyn FnOnce(&Context, Result<Response, LakeError>) + Send>;
-pub type FreeFn = Box<dyn FnOnce(Result<Response, LakeError>) + Send>;
+/// background thread, without the Redis lock.
+pub type Completion = Box<dyn FnOnce(Result<Response, LakeError>) + Send>;
 /// Handles a message the sidecar sent on its own, with the Redis lock held.
 pub type Unsolicited = fn(&Context, Response);
 
@@ -139,7 +131,7 @@ impl Shared {
     fn complete(&self, id: u64, res: Result<Response, LakeError>) {
         let entry = self.pending.lock().ok().and_then(|mut m| m.remove(&id));
         if let Some(p) = entry {
-            run_locked(vec![(p.done, res)]);
+            run_completions(vec![(p.done, res)]);
         }
     }
 
@@ -157,7 +149,7 @@ impl Shared {
             Err(_) => Vec::new(),
         };
         let err = LakeError::unavailable(why.to_string());
-        run_locked(
+        run_completions(
             failed
                 .into_iter()
                 .map(|p| (p.done, Err(err.clone())))
@@ -166,10 +158,10 @@ impl Shared {
     }
 }
 
-/// Runs completions: the `Free` ones first, without the lock, then the
-/// `Locked` ones (and unsolicited messages) under one acquisition of the
-/// Redis lock. A panic inside one is contained and the others still run.
-fn run_locked(batch: Vec<(Completion, Result<Response, LakeError>)>) {
+/// Runs completions (without the lock), then commits unsolicited messages
+/// under one acquisition of the Redis lock. A panic inside one is contained
+/// and the others still run.
+fn run_completions(batch: Vec<(Completion, Result<Response, LakeError>)>) {
     run_answers(
         batch
             .into_iter()
@@ -180,27 +172,23 @@ fn run_locked(batch: Vec<(Completion, Result<Response, LakeError>)>) {
 }
 
 fn run_answers(answers: Vec<Answer>, unsolicited: Unsolicited) {
-    let mut locked = Vec::new();
+    let mut own = Vec::new();
     for a in answers {
         match a {
-            Answer::Done(Completion::Free(done), res) => {
+            Answer::Done(done, res) => {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(res)));
             }
-            other => locked.push(other),
+            Answer::Unsolicited(r) => own.push(r),
         }
     }
-    if locked.is_empty() {
+    if own.is_empty() {
         return;
     }
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
-    for a in locked {
+    for r in own {
         let ctx: &Context = &ctx;
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || match a {
-            Answer::Done(Completion::Locked(done), res) => done(ctx, res),
-            Answer::Done(Completion::Free(done), res) => done(res),
-            Answer::Unsolicited(r) => unsolicited(ctx, r),
-        }));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || unsolicited(ctx, r)));
     }
 }
 
@@ -319,9 +307,9 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
     }
 }
 
-/// Largest number of answers completed under one lock acquisition, so the
-/// main thread is never kept out for long.
-const MAX_BATCH: usize = 16;
+/// Largest number of answers taken from the socket in one pass (one
+/// pending-map lock; background snapshot commits share one Redis lock).
+const MAX_BATCH: usize = 64;
 
 enum Answer {
     Done(Completion, Result<Response, LakeError>),
@@ -386,7 +374,7 @@ fn sweeper_loop(shared: Arc<Shared>) {
         };
         let ms = shared.timeout.as_millis();
         let err = LakeError::timeout(format!("no answer from the sidecar within {ms} ms"));
-        run_locked(
+        run_completions(
             expired
                 .into_iter()
                 .map(|p| (p.done, Err(err.clone())))

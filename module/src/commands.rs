@@ -16,17 +16,30 @@
 use lake_shared::proto::{DeltaRef, Gc, Put, Read, Request, Response, SnapRef, SnapshotPolicy};
 use lake_shared::{catalog, member, mode, path, stamp, LakeError};
 use redis_module::{
-    BlockedClient, CallOptionsBuilder, CallResult, Context, ContextFlags, RedisString, RedisValue,
-    ThreadSafeContext,
+    raw, CallOptionsBuilder, CallResult, Context, ContextFlags, RedisString, RedisValue,
 };
 use serde_json::value::RawValue;
 
-use crate::client::Completion;
-use crate::{reply, state, zset};
+use crate::blocked::Blocked;
+use crate::{state, zset};
 
 fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {
     a.try_as_str()
         .map_err(|_| LakeError::invalid(format!("{what} must be valid UTF-8")))
+}
+
+/// Lake keeps its index in database 0: background snapshots are committed
+/// there, `LAKE.GC` counts references there, and Redis Cluster has no other.
+/// A command from a client that `SELECT`ed another database is refused
+/// rather than splitting a catalog across databases.
+pub fn check_db(ctx: &Context) -> Result<(), LakeError> {
+    let db = unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) };
+    if db != 0 {
+        return Err(LakeError::invalid(format!(
+            "Lake keeps its index in database 0; this client selected database {db} (SELECT 0)"
+        )));
+    }
+    Ok(())
 }
 
 fn check_can_block(ctx: &Context, cmd: &str) -> Result<(), LakeError> {
@@ -83,12 +96,11 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         value,
     });
     let (cat, member) = (cat.to_string(), member::encode(field, &uuid));
-    let bc = ctx.block_client();
+    let bc = Blocked::new(ctx)?;
     client.submit(
         &req,
-        Completion::Locked(Box::new(move |ctx, res| {
-            let tsc = ThreadSafeContext::with_blocked_client(bc);
-            let out = guarded(|| match res? {
+        Box::new(move |res| {
+            bc.finish(Box::new(move |ctx| match res? {
                 Response::Stored(_) => {
                     let stamp = commit_delta(ctx, &cat, &member)?;
                     Ok(RedisValue::Array(vec![
@@ -98,9 +110,8 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
                 }
                 Response::Error(e) => Err(e),
                 other => Err(unexpected(&other)),
-            });
-            tsc.reply(reply::result(out));
-        })),
+            }))
+        }),
     );
     Ok(RedisValue::NoReply)
 }
@@ -202,40 +213,28 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
         fence,
     });
     let cat = cat.to_string();
-    let bc = ctx.block_client();
+    let bc = Blocked::new(ctx)?;
     client.submit(
         &req,
-        read_completion(bc, policy == SnapshotPolicy::Now, cat, fence),
+        Box::new(move |res| {
+            // The reply text is made here, off the main thread; only the
+            // snapshot commit (SNAP) is left for the main thread.
+            let out = match res {
+                Ok(Response::Doc(doc)) => Ok((doc.snapshot, doc.json.map(|j| j.get().to_string()))),
+                Ok(Response::Error(e)) => Err(e),
+                Ok(other) => Err(unexpected(&other)),
+                Err(e) => Err(e),
+            };
+            bc.finish(Box::new(move |ctx| {
+                let (snapshot, text) = out?;
+                if let Some(s) = &snapshot {
+                    commit_snapshot(ctx, &cat, s, fence)?;
+                }
+                Ok(text.map_or(RedisValue::Null, RedisValue::BulkString))
+            }))
+        }),
     );
     Ok(RedisValue::NoReply)
-}
-
-/// Replies to a read. Only a read that asked for a snapshot now commits one,
-/// under the lock; every other read replies without taking it.
-fn read_completion(bc: BlockedClient, commit: bool, cat: String, fence: i64) -> Completion {
-    let answer = move |res: Result<Response, LakeError>, ctx: Option<&Context>| match res? {
-        Response::Doc(doc) => {
-            if let (Some(s), Some(ctx)) = (&doc.snapshot, ctx) {
-                commit_snapshot(ctx, &cat, s, fence)?;
-            }
-            Ok(doc.json.map_or(RedisValue::Null, |j| {
-                RedisValue::BulkString(j.get().to_string())
-            }))
-        }
-        Response::Error(e) => Err(e),
-        other => Err(unexpected(&other)),
-    };
-    if commit {
-        Completion::Locked(Box::new(move |ctx, res| {
-            let tsc = ThreadSafeContext::with_blocked_client(bc);
-            tsc.reply(reply::result(guarded(|| answer(res, Some(ctx)))));
-        }))
-    } else {
-        Completion::Free(Box::new(move |res| {
-            let tsc = ThreadSafeContext::with_blocked_client(bc);
-            tsc.reply(reply::result(guarded(|| answer(res, None))));
-        }))
-    }
 }
 
 /// Commits a background snapshot the sidecar announced. Lock held.
@@ -245,15 +244,6 @@ pub fn on_unsolicited(ctx: &Context, resp: Response) {
             ctx.log_warning(&format!("lake: snapshot commit failed: {}", e.message));
         }
     }
-}
-
-/// Runs `f`, turning a panic into an internal error.
-fn guarded(f: impl FnOnce() -> Result<RedisValue, LakeError>) -> Result<RedisValue, LakeError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(LakeError::internal(
-            "completion panicked; the request was not applied",
-        ))
-    })
 }
 
 fn unexpected(r: &Response) -> LakeError {
@@ -503,12 +493,11 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
         grace_secs: grace,
         dry_run,
     });
-    let bc = ctx.block_client();
+    let bc = Blocked::new(ctx)?;
     client.submit(
         &req,
-        Completion::Free(Box::new(move |res| {
-            let tsc = ThreadSafeContext::with_blocked_client(bc);
-            let out = guarded(|| match res? {
+        Box::new(move |res| {
+            bc.finish(Box::new(move |_| match res? {
                 Response::GcDone(r) => Ok(RedisValue::Array(
                     [r.scanned, r.referenced, r.young, r.orphans, r.deleted]
                         .into_iter()
@@ -517,9 +506,8 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
                 )),
                 Response::Error(e) => Err(e),
                 other => Err(unexpected(&other)),
-            });
-            tsc.reply(reply::result(out));
-        })),
+            }))
+        }),
     );
     Ok(RedisValue::NoReply)
 }

@@ -7,6 +7,7 @@
 //! patterns apply to catalog names. Handlers never panic across the FFI
 //! boundary: each runs under `catch_unwind` and replies an error instead.
 
+mod blocked;
 mod client;
 mod commands;
 mod config;
@@ -74,15 +75,18 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 
 /// Runs a handler: its result becomes the reply (errors through
 /// [`reply::result`]), and a panic becomes an error reply instead of
-/// crossing into Redis.
+/// crossing into Redis. Every command runs in database 0 only
+/// ([`commands::check_db`]).
 fn guard(
     name: &str,
     f: fn(&Context, Vec<RedisString>) -> Result<redis_module::RedisValue, lake_shared::LakeError>,
     ctx: &Context,
     args: Vec<RedisString>,
 ) -> RedisResult {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reply::result(f(ctx, args))))
-        .unwrap_or_else(|_| Err(reply::panicked(name)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reply::result(commands::check_db(ctx).and_then(|()| f(ctx, args)))
+    }))
+    .unwrap_or_else(|_| Err(reply::panicked(name)))
 }
 
 fn lake_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {

@@ -379,3 +379,24 @@ fn index_writes_count_for_save_points_and_invalidate_watch() {
     let res: Option<Vec<String>> = redis::pipe().atomic().cmd("PING").query(&mut w).unwrap();
     assert_eq!(res, None, "EXEC must fail: the watched index changed");
 }
+
+/// The index lives in database 0 (background snapshots and LAKE.GC count on
+/// it): a client in another database gets a clear error and changes nothing.
+#[test]
+fn other_databases_are_refused_clearly() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+    let err = write(&mut c, "db", "a", "1").unwrap_err();
+    assert!(
+        err.starts_with("ERR") && err.contains("database 0"),
+        "{err}"
+    );
+    let err = read(&mut c, "db", &[]).unwrap_err();
+    assert!(err.contains("SELECT 0"), "{err}");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    write(&mut c, "db", "a", "1").unwrap();
+    assert_eq!(read(&mut c, "db", &[]).unwrap(), Some(json!({"a":1})));
+}

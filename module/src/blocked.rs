@@ -1,0 +1,108 @@
+//! A blocked client whose answer is finished on Redis's main thread.
+//!
+//! `LAKE.*` commands block their client with a reply callback. When the
+//! sidecar answers, a background thread hands Redis a job
+//! (`RedisModule_UnblockClient` with the job as private data); Redis runs the
+//! callback on its main thread, in its event loop, where the job commits
+//! (ZADD) and builds the reply. No background thread ever takes the Redis
+//! lock for a client's answer.
+//!
+//! Invariants:
+//! - Every `Blocked` is unblocked exactly once: by [`Blocked::finish`], or by
+//!   its `Drop` with an internal error, so no client is left blocked.
+//! - A job runs only if its client is still connected (Redis skips the reply
+//!   callback for a client that went away); a write whose client left is
+//!   never indexed, and its object is an orphan for `LAKE.GC`.
+//! - A panic inside a job is caught and becomes an error reply.
+
+use std::os::raw::{c_int, c_void};
+
+use lake_shared::LakeError;
+use redis_module::{raw, Context, RedisValue};
+
+use crate::reply;
+
+/// What runs on the main thread: commit if needed, then the reply value.
+pub type Job = Box<dyn FnOnce(&Context) -> Result<RedisValue, LakeError> + Send>;
+
+/// The private data Redis carries from `finish` to the callbacks.
+type Slot = Option<Job>;
+
+pub struct Blocked {
+    inner: *mut raw::RedisModuleBlockedClient,
+}
+
+// The handle is only used to unblock, which Redis allows from any thread.
+unsafe impl Send for Blocked {}
+
+impl Blocked {
+    /// Blocks the client of the running command.
+    pub fn new(ctx: &Context) -> Result<Blocked, LakeError> {
+        let block = unsafe { raw::RedisModule_BlockClient }
+            .ok_or_else(|| LakeError::internal("RedisModule_BlockClient is missing"))?;
+        let inner = unsafe { block(ctx.ctx, Some(on_reply), None, Some(on_free), 0) };
+        if inner.is_null() {
+            return Err(LakeError::internal("Redis refused to block the client"));
+        }
+        Ok(Blocked { inner })
+    }
+
+    /// Unblocks the client; `job` runs on the main thread and replies.
+    pub fn finish(mut self, job: Job) {
+        self.unblock(Some(job));
+    }
+
+    fn unblock(&mut self, job: Slot) {
+        let inner = std::mem::replace(&mut self.inner, std::ptr::null_mut());
+        if inner.is_null() {
+            return;
+        }
+        let slot = Box::into_raw(Box::new(job)).cast::<c_void>();
+        if let Some(unblock) = unsafe { raw::RedisModule_UnblockClient } {
+            unsafe { unblock(inner, slot) };
+        }
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.unblock(Some(Box::new(|_| {
+            Err(LakeError::internal(
+                "the request was dropped before it was answered",
+            ))
+        })));
+    }
+}
+
+/// Runs the job on the main thread and replies with its result.
+extern "C" fn on_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    _: *mut *mut raw::RedisModuleString,
+    _: c_int,
+) -> c_int {
+    let context = Context::new(ctx);
+    let slot =
+        unsafe { raw::RedisModule_GetBlockedClientPrivateData.map(|f| f(ctx).cast::<Slot>()) };
+    let job = match slot {
+        Some(p) if !p.is_null() => unsafe { (*p).take() },
+        _ => None,
+    };
+    let out = match job {
+        Some(job) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&context)))
+            .unwrap_or_else(|_| {
+                Err(LakeError::internal(
+                    "completion panicked; the request was not applied",
+                ))
+            }),
+        None => Err(LakeError::internal("the answer was lost")),
+    };
+    context.reply(reply::result(out));
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Frees the private data, whether or not the reply callback ran.
+extern "C" fn on_free(_: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    if !privdata.is_null() {
+        drop(unsafe { Box::from_raw(privdata.cast::<Slot>()) });
+    }
+}
