@@ -52,6 +52,36 @@ impl Blocked {
         self.unblock(Some(job));
     }
 
+    /// Replies `text` (or nil) from this background thread through the
+    /// blocked client's thread-safe context, which needs no lock: Redis's
+    /// main thread then only moves the finished reply to the client. For
+    /// answers with nothing to commit (plain reads).
+    pub fn reply_here(mut self, text: Option<&str>) {
+        let fns = unsafe {
+            (
+                raw::RedisModule_GetThreadSafeContext,
+                raw::RedisModule_FreeThreadSafeContext,
+                raw::RedisModule_ReplyWithStringBuffer,
+                raw::RedisModule_ReplyWithNull,
+            )
+        };
+        let (Some(get), Some(free), Some(string), Some(null)) = fns else {
+            let text = text.map(str::to_string);
+            return self.finish(Box::new(move |_| {
+                Ok(text.map_or(RedisValue::Null, RedisValue::BulkString))
+            }));
+        };
+        unsafe {
+            let tsc = get(self.inner);
+            match text {
+                Some(t) => string(tsc, t.as_ptr().cast(), t.len()),
+                None => null(tsc),
+            };
+            free(tsc);
+        }
+        self.unblock(Some(Box::new(|_| Ok(RedisValue::NoReply))));
+    }
+
     fn unblock(&mut self, job: Slot) {
         let inner = std::mem::replace(&mut self.inner, std::ptr::null_mut());
         if inner.is_null() {

@@ -217,9 +217,12 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     client.submit(
         &req,
         Box::new(move |res| {
-            // The reply text is made here, off the main thread; only the
-            // snapshot commit (SNAP) is left for the main thread.
+            // A plain answer is replied from here, off the main thread; a
+            // snapshot to commit (SNAP) or an error goes to the main thread.
             let out = match res {
+                Ok(Response::Doc(doc)) if doc.snapshot.is_none() => {
+                    return bc.reply_here(doc.json.as_deref().map(RawValue::get));
+                }
                 Ok(Response::Doc(doc)) => Ok((doc.snapshot, doc.json.map(|j| j.get().to_string()))),
                 Ok(Response::Error(e)) => Err(e),
                 Ok(other) => Err(unexpected(&other)),
