@@ -473,3 +473,43 @@ fn acknowledged_writes_survive_redis_kill_under_load_with_aof() {
     }
     assert!(read(&mut c, "kill", &[]).unwrap().is_some());
 }
+
+/// A client that disconnects while its write is in flight is never
+/// acknowledged, so its write must not be indexed either.
+#[test]
+fn a_write_whose_client_left_is_not_indexed() {
+    use std::io::Write;
+    let lake = Lake::with(Options {
+        store: StoreKind::Local,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    let clients = |c: &mut redis::Connection| -> usize {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(c).unwrap();
+        list.lines().count()
+    };
+    let alone = clients(&mut c);
+    lake.signal_sidecar("STOP");
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", lake.port)).unwrap();
+    raw.write_all(b"*4\r\n$10\r\nLAKE.WRITE\r\n$4\r\ngone\r\n$1\r\na\r\n$1\r\n1\r\n")
+        .unwrap();
+    wait_for("the write to be blocked", Duration::from_secs(5), || {
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut c).unwrap();
+        info.contains("blocked_clients:1")
+    });
+    drop(raw);
+    wait_for(
+        "Redis to see the client leave",
+        Duration::from_secs(5),
+        || clients(&mut c) == alone,
+    );
+    lake.signal_sidecar("CONT");
+    wait_for("the object to be stored", Duration::from_secs(5), || {
+        !lake.objects().is_empty()
+    });
+    // Answers are handled in order: once a later write is acknowledged, the
+    // earlier answer has been handled too.
+    write(&mut c, "gone", "b", "2").unwrap();
+    assert_eq!(zrange(&mut c, "catalog:{gone}").len(), 1);
+    assert_eq!(read(&mut c, "gone", &[]).unwrap(), Some(json!({"b":2})));
+}
