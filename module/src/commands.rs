@@ -42,6 +42,13 @@ pub fn check_db(ctx: &Context) -> Result<(), LakeError> {
     Ok(())
 }
 
+/// The catalog name at `args[i]`, validated.
+fn catalog_arg(args: &[RedisString], i: usize) -> Result<&str, LakeError> {
+    let cat = arg_str(&args[i], "catalog")?;
+    catalog::validate(cat)?;
+    Ok(cat)
+}
+
 fn check_can_block(ctx: &Context, cmd: &str) -> Result<(), LakeError> {
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
@@ -59,8 +66,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
             "wrong number of arguments: LAKE.WRITE <catalog> <field> <json> [MODE SET|INSERT|REPLACE|MERGE|<custom>]",
         ));
     }
-    let cat = arg_str(&args[1], "catalog")?;
-    catalog::validate(cat)?;
+    let cat = catalog_arg(&args, 1)?;
     let field = arg_str(&args[2], "field")?;
     path::parse(field)?;
     let cfg = state::config()?;
@@ -124,8 +130,7 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
             "wrong number of arguments: {USAGE}"
         )));
     }
-    let cat = arg_str(&args[1], "catalog")?;
-    catalog::validate(cat)?;
+    let cat = catalog_arg(&args, 1)?;
     let (mut read_path, mut at, mut snap) = (None, None, None);
     let mut i = 2;
     while i < args.len() {
@@ -331,8 +336,7 @@ pub fn remove(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
             "wrong number of arguments: LAKE.REMOVE <catalog> <uuid>",
         ));
     }
-    let cat = arg_str(&args[1], "catalog")?;
-    catalog::validate(cat)?;
+    let cat = catalog_arg(&args, 1)?;
     let uuid = arg_str(&args[2], "uuid")?;
     catalog::validate_uuid(uuid)?;
     let idx = catalog::index_key(cat);
@@ -382,8 +386,7 @@ pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue,
             "wrong number of arguments: LAKE.DROP <catalog>",
         ));
     }
-    let cat = arg_str(&args[1], "catalog")?;
-    catalog::validate(cat)?;
+    let cat = catalog_arg(&args, 1)?;
     let idx = catalog::index_key(cat);
     let n = match ctx.call("ZCARD", &[idx.as_str()]) {
         Ok(RedisValue::Integer(n)) => n,

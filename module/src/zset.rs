@@ -16,7 +16,7 @@
 //! - Stamps are integers below 2^53, so the doubles are exact.
 
 use lake_shared::{stamp, LakeError};
-use redis_module::{raw, Context, KeyType};
+use redis_module::{raw, Context, KeyType, RedisString};
 
 /// One sorted-set element.
 pub struct Element {
@@ -48,14 +48,20 @@ impl Drop for Range {
     }
 }
 
-/// Opens `name` for reading; `None` when it does not exist.
-fn open(ctx: &Context, name: &str) -> Result<Option<Range>, LakeError> {
-    let keyname = ctx.create_string(name);
-    let key = raw::open_key(ctx.ctx, keyname.inner, raw::KeyMode::READ);
-    checked(key, name)
-}
-
-fn checked(key: *mut raw::RedisModuleKey, name: &str) -> Result<Option<Range>, LakeError> {
+/// Opens `name`; refuses a key of another type. Reading, a key that does
+/// not exist is `None`; writing, it is opened empty for `RM_ZsetAdd` to fill.
+fn open(
+    ctx: &Context,
+    keyname: &RedisString,
+    name: &str,
+    write: bool,
+) -> Result<Option<Range>, LakeError> {
+    let mode = if write {
+        raw::KeyMode::READ | raw::KeyMode::WRITE
+    } else {
+        raw::KeyMode::READ
+    };
+    let key = raw::open_key(ctx.ctx, keyname.inner, mode);
     if key.is_null() {
         return Ok(None);
     }
@@ -63,6 +69,7 @@ fn checked(key: *mut raw::RedisModuleKey, name: &str) -> Result<Option<Range>, L
     let kind = unsafe { raw::RedisModule_KeyType.map(|f| f(key)) };
     match kind.map(KeyType::from) {
         Some(KeyType::ZSet) => Ok(Some(r)),
+        Some(KeyType::Empty) if write => Ok(Some(r)),
         Some(KeyType::Empty) => Ok(None),
         _ => Err(LakeError::data(format!(
             "key '{name}' holds something other than a sorted set"
@@ -106,7 +113,7 @@ fn range(
     max: f64,
     reverse: bool,
 ) -> Result<Option<Range>, LakeError> {
-    let Some(r) = open(ctx, name)? else {
+    let Some(r) = open(ctx, &ctx.create_string(name), name, false)? else {
         return Ok(None);
     };
     let start = unsafe {
@@ -181,26 +188,8 @@ pub fn add_replicated(
     member: &str,
 ) -> Result<(), LakeError> {
     let keyname = ctx.create_string(name);
-    let key = raw::open_key(
-        ctx.ctx,
-        keyname.inner,
-        raw::KeyMode::READ | raw::KeyMode::WRITE,
-    );
-    if key.is_null() {
-        return Err(LakeError::internal(format!(
-            "cannot open '{name}' for writing"
-        )));
-    }
-    let r = Range { key };
-    let kind = unsafe { raw::RedisModule_KeyType.map(|f| f(key)) };
-    if !matches!(
-        kind.map(KeyType::from),
-        Some(KeyType::ZSet | KeyType::Empty)
-    ) {
-        return Err(LakeError::data(format!(
-            "key '{name}' holds something other than a sorted set"
-        )));
-    }
+    let r = open(ctx, &keyname, name, true)?
+        .ok_or_else(|| LakeError::internal(format!("cannot open '{name}' for writing")))?;
     let add = unsafe { raw::RedisModule_ZsetAdd }
         .ok_or_else(|| LakeError::internal("the zset API is missing"))?;
     let m = ctx.create_string(member);

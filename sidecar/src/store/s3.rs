@@ -190,6 +190,14 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// A slot under the concurrency bound, held for one S3 operation.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, LakeError> {
+        self.limit
+            .acquire()
+            .await
+            .map_err(|_| LakeError::internal("store closed"))
+    }
+
     pub async fn open(settings: Settings) -> Result<S3Store, LakeError> {
         let r = resolve(&settings)?;
         let client = client(&r, settings.timeout).await;
@@ -289,11 +297,7 @@ fn reason<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::De
 impl Store for S3Store {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError> {
         let full = self.full_key(key)?;
-        let _permit = self
-            .limit
-            .acquire()
-            .await
-            .map_err(|_| LakeError::internal("store closed"))?;
+        let _permit = self.permit().await?;
         let res = if body.len() > self.settings.multipart_threshold {
             self.put_multipart(&full, body).await
         } else {
@@ -318,11 +322,7 @@ impl Store for S3Store {
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, LakeError> {
         let full = self.full_key(key)?;
-        let _permit = self
-            .limit
-            .acquire()
-            .await
-            .map_err(|_| LakeError::internal("store closed"))?;
+        let _permit = self.permit().await?;
         let out = self
             .client
             .get_object()
@@ -399,11 +399,7 @@ impl Store for S3Store {
 
     async fn delete(&self, key: &str) -> Result<(), LakeError> {
         let full = self.full_key(key)?;
-        let _permit = self
-            .limit
-            .acquire()
-            .await
-            .map_err(|_| LakeError::internal("store closed"))?;
+        let _permit = self.permit().await?;
         self.client
             .delete_object()
             .bucket(&self.settings.bucket)
