@@ -3,7 +3,9 @@
 //! Each kind maps to exactly one Redis error prefix, so a client can act on the
 //! prefix alone: `ERR` fix your input, `LAKEDOWN` retry later, `TIMEOUT` the
 //! outcome is unknown, `LAKEDATA` the stored data is damaged, `LAKEBUSY` back
-//! off, `LAKEINTERNAL` report a bug. Redis error replies are built only by
+//! off, `TRYAGAIN` retry (the node is paused or its slot is moving: nothing
+//! was applied; cluster clients do this by themselves), `READONLY` send
+//! writes to the primary, `LAKEINTERNAL` report a bug. Redis error replies are built only by
 //! [`LakeError::reply_text`].
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,13 @@ pub enum ErrorKind {
     Data,
     /// Too much work in flight; back off and retry.
     Busy,
+    /// This node cannot apply the request right now (writes paused, its slot
+    /// moving or moved, a failover); nothing was applied. Redis's own
+    /// `TRYAGAIN`, which cluster clients retry by themselves.
+    Retry,
+    /// This node is a replica (standalone, after a failover); nothing was
+    /// applied. Redis's own `READONLY`.
+    ReadOnly,
     /// A bug: an invariant of Lake itself was broken.
     Internal,
 }
@@ -34,6 +43,8 @@ impl ErrorKind {
             ErrorKind::Timeout => "TIMEOUT",
             ErrorKind::Data => "LAKEDATA",
             ErrorKind::Busy => "LAKEBUSY",
+            ErrorKind::Retry => "TRYAGAIN",
+            ErrorKind::ReadOnly => "READONLY",
             ErrorKind::Internal => "LAKEINTERNAL",
         }
     }
@@ -69,6 +80,12 @@ impl LakeError {
     pub fn busy(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Busy, message)
     }
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Retry, message)
+    }
+    pub fn read_only(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ReadOnly, message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
@@ -96,5 +113,7 @@ mod tests {
         assert_eq!(LakeError::invalid("bad").reply_text(), "ERR bad");
         assert_eq!(LakeError::timeout("t").reply_text(), "TIMEOUT t");
         assert_eq!(LakeError::unavailable("d").reply_text(), "LAKEDOWN d");
+        assert_eq!(LakeError::retry("r").reply_text(), "TRYAGAIN r");
+        assert_eq!(LakeError::read_only("o").reply_text(), "READONLY o");
     }
 }

@@ -2,6 +2,7 @@
 //! Redis and no async runtime in sight, so it can be unit tested directly.
 //!
 //! - [`catalog`]: catalog-name rules, Redis keys and object keys.
+//! - [`cluster`]: hash slots and a node's own `CLUSTER NODES` line.
 //! - [`path`]: field paths (dot form, RFC 6901 pointers, `$`).
 //! - [`member`]: the `<field>:<uuid>` sorted-set member codec.
 //! - [`stamp`]: commit-stamp allocation.
@@ -11,6 +12,7 @@
 //! - [`error`]: the coarse error kinds and their Redis reply prefixes.
 
 pub mod catalog;
+pub mod cluster;
 pub mod envelope;
 pub mod error;
 pub mod member;

@@ -101,6 +101,12 @@ pub struct Gc {
     pub referenced: Vec<String>,
     pub grace_secs: u64,
     pub dry_run: bool,
+    /// In Redis Cluster, the hash slots (inclusive ranges) this node serves
+    /// as a primary and is not moving: only objects of catalogs in these
+    /// slots are considered, since every shard shares the store. `None`
+    /// outside a cluster: every catalog is this node's.
+    #[serde(default)]
+    pub slots: Option<Vec<(u16, u16)>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -115,6 +121,10 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HelloOk {
     pub version: u8,
+    /// The sidecar's store is `local://`: one machine's disk, locked by one
+    /// sidecar, so no replica or other cluster node can ever read it.
+    #[serde(default)]
+    pub local_store: bool,
 }
 
 /// The delta body is durably stored.

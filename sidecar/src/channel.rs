@@ -156,6 +156,7 @@ async fn connection(stream: UnixStream, service: Arc<Service>, limit: Arc<Semaph
         hello_id,
         &Response::HelloOk(HelloOk {
             version: proto::VERSION,
+            local_store: service.store.describe().starts_with("local://"),
         }),
     ));
 

@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
+use lake_shared::cluster::{self, SlotSet};
 use lake_shared::envelope;
 use lake_shared::proto::{
     Doc, Gc, GcReport, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
@@ -289,15 +290,24 @@ impl Service {
 
     /// Deletes Lake objects that the index does not reference and that are
     /// older than the grace period. Only keys of Lake's own shapes are
-    /// considered; a failed delete stops the pass with an error.
+    /// considered, and in Redis Cluster only those of catalogs in the slots
+    /// the asking node serves (`g.slots`): every shard shares the store, and
+    /// a node's index says nothing about another shard's catalogs. A failed
+    /// delete stops the pass with an error.
     pub async fn gc(&self, g: Gc) -> Result<GcReport, LakeError> {
         let referenced: HashSet<String> = g.referenced.into_iter().collect();
+        let served = g.slots.as_deref().map(SlotSet::from_ranges);
         let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(g.grace_secs);
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
         for o in self.store.list().await? {
             if !catalog::is_lake_object(&o.key) {
                 continue;
+            }
+            if let (Some(served), Some((cat, _))) = (&served, o.key.rsplit_once('/')) {
+                if !served.contains(cluster::catalog_slot(cat)) {
+                    continue;
+                }
             }
             report.scanned += 1;
             if referenced.contains(&o.key) {
