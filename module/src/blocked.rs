@@ -16,11 +16,12 @@
 //! - A panic inside a job is caught and becomes an error reply.
 
 use std::os::raw::{c_int, c_void};
+use std::time::Instant;
 
 use lake_shared::LakeError;
 use redis_module::{raw, Context, RedisValue};
 
-use crate::reply;
+use crate::{gate, reply, state};
 
 /// What runs on the main thread: commit if needed, then the reply value.
 pub type Job = Box<dyn FnOnce(&Context) -> Result<RedisValue, LakeError> + Send>;
@@ -30,6 +31,8 @@ type Slot = Option<Job>;
 
 pub struct Blocked {
     inner: *mut raw::RedisModuleBlockedClient,
+    /// When the client must have its answer (`timeout-ms` after blocking).
+    deadline: Instant,
 }
 
 // The handle is only used to unblock, which Redis allows from any thread.
@@ -40,16 +43,28 @@ impl Blocked {
     pub fn new(ctx: &Context) -> Result<Blocked, LakeError> {
         let block = unsafe { raw::RedisModule_BlockClient }
             .ok_or_else(|| LakeError::internal("RedisModule_BlockClient is missing"))?;
+        let deadline = Instant::now() + state::config()?.timeout;
         let inner = unsafe { block(ctx.ctx, Some(on_reply), None, Some(on_free), 0) };
         if inner.is_null() {
             return Err(LakeError::internal("Redis refused to block the client"));
         }
-        Ok(Blocked { inner })
+        Ok(Blocked { inner, deadline })
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Unblocks the client; `job` runs on the main thread and replies.
     pub fn finish(mut self, job: Job) {
         self.unblock(Some(job));
+    }
+
+    /// Like [`Blocked::finish`] for a job that writes (commits to the
+    /// index): it runs only while Redis has not paused writes
+    /// ([`crate::gate`]).
+    pub fn commit(self, job: Job) {
+        gate::park(self, job);
     }
 
     /// Replies `text` (or nil) from this background thread through the

@@ -26,13 +26,13 @@
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lake_shared::proto::{self, Hello, Request, Response, UNSOLICITED_ID};
 use lake_shared::LakeError;
-use redis_module::{Context, ThreadSafeContext};
+use redis_module::{Context, ContextFlags, ThreadSafeContext};
 
 /// Completes one request with the sidecar's answer or an error, on a
 /// background thread, without the Redis lock.
@@ -54,6 +54,9 @@ struct Shared {
     next_id: AtomicU64,
     /// Generation of the newest connection the reader saw fail.
     broken: AtomicU64,
+    /// The connected sidecar said its store is `local://` (one machine's
+    /// disk): wrong under replication or in a cluster.
+    local_store: AtomicBool,
     max_inflight: usize,
     unsolicited: Unsolicited,
 }
@@ -76,6 +79,7 @@ impl Client {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             broken: AtomicU64::new(0),
+            local_store: AtomicBool::new(false),
             max_inflight,
             unsolicited,
         });
@@ -106,6 +110,12 @@ impl Client {
             )));
         }
         Ok(())
+    }
+
+    /// Whether the sidecar (as of its last handshake) stores objects in
+    /// `local://`, which no other node can read.
+    pub fn local_store(&self) -> bool {
+        self.shared.local_store.load(Ordering::Acquire)
     }
 
     pub fn submit(&self, req: &Request, done: Completion) {
@@ -192,6 +202,19 @@ fn run_answers(answers: Vec<Answer>, unsolicited: Unsolicited) {
     }
 }
 
+/// Logs, from the connecting thread under the Redis lock, that a `local://`
+/// sidecar serves a replica or a cluster node.
+fn local_store_warning() {
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    let flags = ctx.get_flags();
+    if flags.intersects(ContextFlags::CLUSTER | ContextFlags::SLAVE) {
+        ctx.log_warning(
+            "lake: the sidecar stores objects in local:// (one machine's disk), but this node is a replica or in a cluster: other nodes cannot read those objects. Use s3:// or a file:// directory every sidecar shares.",
+        );
+    }
+}
+
 struct Conn {
     generation: u64,
     out: BufWriter<UnixStream>,
@@ -220,7 +243,12 @@ fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
     let mut rd = BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(down)?);
     match proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES).map_err(down)? {
         Some((_, payload)) => match proto::decode::<Response>(&payload) {
-            Ok(Response::HelloOk(_)) => {}
+            Ok(Response::HelloOk(ok)) => {
+                shared.local_store.store(ok.local_store, Ordering::Release);
+                if ok.local_store {
+                    local_store_warning();
+                }
+            }
             _ => {
                 return Err(LakeError::unavailable(
                     "sidecar refused the handshake (version mismatch?)",

@@ -14,13 +14,14 @@
 //! - Snapshots are never committed on a replica.
 
 use lake_shared::proto::{DeltaRef, Gc, Put, Read, Request, Response, SnapRef, SnapshotPolicy};
-use lake_shared::{catalog, member, mode, path, stamp, LakeError};
+use lake_shared::{catalog, cluster, member, mode, path, stamp, LakeError};
 use redis_module::{
     raw, CallOptionsBuilder, CallResult, Context, ContextFlags, RedisString, RedisValue,
 };
 use serde_json::value::RawValue;
 
 use crate::blocked::Blocked;
+use crate::owner::{self, Op};
 use crate::{state, zset};
 
 fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {
@@ -90,6 +91,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     let value = RawValue::from_string(arg_str(&args[3], "value")?.to_string())
         .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
     check_can_block(ctx, "LAKE.WRITE")?;
+    let access = owner::check_command(ctx, cat, Op::Write)?;
     let client = state::client()?;
     client.check_room()?;
 
@@ -105,18 +107,18 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     let bc = Blocked::new(ctx)?;
     client.submit(
         &req,
-        Box::new(move |res| {
-            bc.finish(Box::new(move |ctx| match res? {
-                Response::Stored(_) => {
-                    let stamp = commit_delta(ctx, &cat, &member)?;
-                    Ok(RedisValue::Array(vec![
-                        RedisValue::BulkString(uuid),
-                        RedisValue::Integer(stamp),
-                    ]))
-                }
-                Response::Error(e) => Err(e),
-                other => Err(unexpected(&other)),
-            }))
+        Box::new(move |res| match res {
+            Ok(Response::Stored(_)) => bc.commit(Box::new(move |ctx| {
+                check_shared_store(ctx)?;
+                owner::check_delta_commit(ctx, &cat, access)?;
+                let stamp = commit_delta(ctx, &cat, &member)?;
+                Ok(RedisValue::Array(vec![
+                    RedisValue::BulkString(uuid),
+                    RedisValue::Integer(stamp),
+                ]))
+            })),
+            Ok(Response::Error(e)) | Err(e) => bc.finish(Box::new(move |_| Err(e))),
+            Ok(other) => bc.finish(Box::new(move |_| Err(unexpected(&other)))),
         }),
     );
     Ok(RedisValue::NoReply)
@@ -166,6 +168,7 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
         }
     }
     check_can_block(ctx, "LAKE.READ")?;
+    owner::check_command(ctx, cat, Op::Read)?;
 
     // One execution: newest snapshot at or below AT, then the deltas after it.
     let max = at.map_or(f64::INFINITY, |s| s as f64);
@@ -233,13 +236,15 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
                 Ok(other) => Err(unexpected(&other)),
                 Err(e) => Err(e),
             };
-            bc.finish(Box::new(move |ctx| {
-                let (snapshot, text) = out?;
-                if let Some(s) = &snapshot {
-                    commit_snapshot(ctx, &cat, s, fence)?;
-                }
-                Ok(text.map_or(RedisValue::Null, RedisValue::BulkString))
-            }))
+            match out {
+                Ok((snapshot, text)) => bc.commit(Box::new(move |ctx| {
+                    if let Some(s) = &snapshot {
+                        commit_snapshot(ctx, &cat, s, fence)?;
+                    }
+                    Ok(text.map_or(RedisValue::Null, RedisValue::BulkString))
+                })),
+                Err(e) => bc.finish(Box::new(move |_| Err(e))),
+            }
         }),
     );
     Ok(RedisValue::NoReply)
@@ -252,6 +257,18 @@ pub fn on_unsolicited(ctx: &Context, resp: Response) {
             ctx.log_warning(&format!("lake: snapshot commit failed: {}", e.message));
         }
     }
+}
+
+/// In a cluster every node must read what any other wrote: a sidecar on
+/// `local://` (one machine's disk) is refused loudly, at commit time, when
+/// the handshake has told what the store is.
+fn check_shared_store(ctx: &Context) -> Result<(), LakeError> {
+    if state::client()?.local_store() && ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        return Err(LakeError::invalid(
+            "this node is in a Redis Cluster but its sidecar stores objects in local:// (one machine's disk, which no other node can read): run every sidecar on s3:// or on a file:// directory they all share; the write was not indexed",
+        ));
+    }
+    Ok(())
 }
 
 fn unexpected(r: &Response) -> LakeError {
@@ -273,11 +290,13 @@ fn commit_delta(ctx: &Context, cat: &str, member: &str) -> Result<i64, LakeError
     Ok(stamp)
 }
 
-/// Indexes a stored snapshot, except on a replica or when a removal
-/// happened since the read it was built from (the fence moved): such a
-/// snapshot may hold a removed delta and is left to GC. Caller holds the lock.
+/// Indexes a stored snapshot, except where [`owner::may_commit_snapshot`]
+/// says no (a pause, a replica, a slot not served or moving) or when a
+/// removal happened since the read it was built from (the fence moved): such
+/// a snapshot may hold a removed delta and is left to GC. Caller holds the
+/// lock.
 fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Result<(), LakeError> {
-    if ctx.get_flags().contains(ContextFlags::SLAVE) {
+    if !owner::may_commit_snapshot(ctx, cat) {
         return Ok(());
     }
     if read_fence(ctx, cat)? != fence {
@@ -339,6 +358,7 @@ pub fn remove(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
     let cat = catalog_arg(&args, 1)?;
     let uuid = arg_str(&args[2], "uuid")?;
     catalog::validate_uuid(uuid)?;
+    owner::check_command(ctx, cat, Op::Repair)?;
     let idx = catalog::index_key(cat);
     let pattern = format!("*:{uuid}");
     let mut cursor = "0".to_string();
@@ -387,6 +407,7 @@ pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue,
         ));
     }
     let cat = catalog_arg(&args, 1)?;
+    owner::check_command(ctx, cat, Op::Repair)?;
     let idx = catalog::index_key(cat);
     let n = match ctx.call("ZCARD", &[idx.as_str()]) {
         Ok(RedisValue::Integer(n)) => n,
@@ -405,7 +426,10 @@ pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue,
 /// The referenced set is read from every `catalog:{*}` key in this command
 /// execution (a SCAN on the main thread: an admin command whose cost grows
 /// with the index). The grace period is never below twice `timeout-ms`, so a
-/// write still waiting for its commit cannot lose its object.
+/// write still waiting for its commit cannot lose its object. Runs on
+/// primaries only; in Redis Cluster it considers only catalogs whose slot
+/// this node serves and is not migrating ([`owner::gc_slots`]): the store
+/// is shared by every shard.
 pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     const USAGE: &str = "LAKE.GC [DRYRUN] [GRACE <seconds>]";
     let cfg = state::config()?;
@@ -440,6 +464,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     let client = state::client()?;
     client.check_room()?;
 
+    let slots = owner::gc_slots(ctx)?;
     let mut referenced = Vec::new();
     let mut cursor = "0".to_string();
     loop {
@@ -478,12 +503,20 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
                 if catalog::validate(cat).is_err() {
                     continue;
                 }
-                for m in call_strings(ctx, "ZRANGE", &[&key, "0", "-1"])? {
+                // A key left in a slot this node does not serve (or is
+                // moving) belongs to no catalog it may collect.
+                if slots
+                    .as_ref()
+                    .is_some_and(|s| !s.contains(cluster::catalog_slot(cat)))
+                {
+                    continue;
+                }
+                for e in zset::after(ctx, &key, None, f64::INFINITY)? {
                     if snap {
-                        if let Ok(u) = member::decode_snap(&m) {
+                        if let Ok(u) = member::decode_snap(&e.member) {
                             referenced.push(catalog::snapshot_object(cat, u));
                         }
-                    } else if let Ok((_, u)) = member::decode(&m) {
+                    } else if let Ok((_, u)) = member::decode(&e.member) {
                         referenced.push(catalog::delta_object(cat, u));
                     }
                 }
@@ -498,6 +531,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
         referenced,
         grace_secs: grace,
         dry_run,
+        slots: slots.map(|s| s.ranges()),
     });
     let bc = Blocked::new(ctx)?;
     client.submit(
@@ -516,21 +550,6 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
         }),
     );
     Ok(RedisValue::NoReply)
-}
-
-/// Runs a read command and returns its reply as a flat list of strings.
-fn call_strings(ctx: &Context, cmd: &str, args: &[&str]) -> Result<Vec<String>, LakeError> {
-    let v = ctx.call(cmd, args).map_err(|e| {
-        LakeError::invalid(format!(
-            "{cmd} {} failed: {e}",
-            args.first().copied().unwrap_or_default()
-        ))
-    })?;
-    match v {
-        RedisValue::Array(items) => items.into_iter().map(value_string).collect(),
-        RedisValue::Null => Ok(Vec::new()),
-        other => Err(LakeError::internal(format!("{cmd} returned {other:?}"))),
-    }
 }
 
 fn value_string(v: RedisValue) -> Result<String, LakeError> {

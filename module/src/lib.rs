@@ -11,6 +11,8 @@ mod blocked;
 mod client;
 mod commands;
 mod config;
+mod gate;
+mod owner;
 mod reply;
 mod zset;
 
@@ -62,6 +64,11 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             return Status::Err;
         }
     };
+    if let Err(e) = gate::init(ctx) {
+        ctx.log_warning(&format!("lake: {}", e.message));
+        return Status::Err;
+    }
+    owner::init(ctx);
     ctx.log_notice(&format!(
         "lake: sidecar socket {}, timeout {} ms, snapshot-every {}",
         cfg.socket.display(),

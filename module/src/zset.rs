@@ -203,3 +203,16 @@ pub fn add_replicated(
     ctx.notify_keyspace_event(raw::NotifyEvent::ZSET, "zadd", &keyname);
     Ok(())
 }
+
+/// Whether `name` exists here as a sorted set (an open key of another type
+/// counts too: it is in the way either way).
+pub fn exists(ctx: &Context, name: &str) -> bool {
+    let keyname = ctx.create_string(name);
+    let key = raw::open_key(ctx.ctx, keyname.inner, raw::KeyMode::READ);
+    if key.is_null() {
+        return false;
+    }
+    let kind = unsafe { raw::RedisModule_KeyType.map(|f| f(key)) };
+    raw::close_key(key);
+    !matches!(kind.map(KeyType::from), Some(KeyType::Empty) | None)
+}
