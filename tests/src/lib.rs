@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 pub use redis;
 
+pub mod cluster;
+
 /// Where the release binaries are.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("LAKE_TARGET_DIR")
@@ -48,6 +50,39 @@ pub fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// `lake-s3-test-server` serving bucket [`BUCKET`] from `root` on `port`.
+pub fn s3_test_server(root: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(binary("lake-s3-test-server"));
+    cmd.arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+            "--bucket",
+            BUCKET,
+        ])
+        .arg(root);
+    cmd
+}
+
+/// `lake-sidecar` on `socket` and `store`; with `s3_port`, pointed at the
+/// test S3 server there with its credentials.
+pub fn sidecar(socket: &Path, store: &str, s3_port: Option<u16>) -> Command {
+    let mut cmd = Command::new(binary("lake-sidecar"));
+    if let Some(port) = s3_port {
+        cmd.args(["--s3-provider", "minio", "--s3-endpoint"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .args(["--s3-timeout-ms", "1500"])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    cmd.arg("--socket").arg(socket).arg("--store").arg(store);
+    cmd
 }
 
 /// Which object store the sidecar uses.
@@ -116,6 +151,39 @@ impl Default for Options {
             sidecar_args: Vec::new(),
         }
     }
+}
+
+/// A replica of a [`Lake`] (module loaded, same sidecar); killed on drop.
+pub struct Replica {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Replica {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends to the file at `path`.
+fn log_to(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("log file")
 }
 
 /// A running Redis + module + sidecar.
@@ -200,25 +268,11 @@ impl Lake {
         let port = self.s3_port;
         let child = match self.opts.store {
             StoreKind::File | StoreKind::Local => return,
-            StoreKind::S3 => {
-                let root = self.dir.path().join("s3root");
-                Command::new(binary("lake-s3-test-server"))
-                    .arg("--addr")
-                    .arg(format!("127.0.0.1:{port}"))
-                    .args([
-                        "--access-key",
-                        ACCESS_KEY,
-                        "--secret-key",
-                        SECRET_KEY,
-                        "--bucket",
-                        BUCKET,
-                    ])
-                    .arg(&root)
-                    .stdout(self.log("s3.log"))
-                    .stderr(self.log("s3.log"))
-                    .spawn()
-                    .expect("spawn lake-s3-test-server")
-            }
+            StoreKind::S3 => s3_test_server(&self.dir.path().join("s3root"), port)
+                .stdout(self.log("s3.log"))
+                .stderr(self.log("s3.log"))
+                .spawn()
+                .expect("spawn lake-s3-test-server"),
             StoreKind::Moto => {
                 let bin = moto_server();
                 assert!(
@@ -256,20 +310,12 @@ impl Lake {
     /// Starts the sidecar and waits until its socket accepts connections.
     pub fn start_sidecar(&mut self) {
         assert!(self.sidecar.is_none(), "sidecar already running");
-        let mut cmd = Command::new(binary("lake-sidecar"));
-        if let Some(s3) = &self.s3 {
-            cmd.args(["--s3-provider", "minio", "--s3-endpoint"])
-                .arg(format!("http://127.0.0.1:{}", s3.port))
-                .args(["--s3-timeout-ms", "1500"])
-                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("AWS_EC2_METADATA_DISABLED", "true");
-        }
-        cmd.arg("--socket")
-            .arg(self.socket())
-            .arg("--store")
-            .arg(self.store_url())
-            .arg("--http")
+        let mut cmd = sidecar(
+            &self.socket(),
+            &self.store_url(),
+            self.s3.as_ref().map(|s| s.port),
+        );
+        cmd.arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.opts.sidecar_args)
             .stdout(self.log("sidecar.log"))
@@ -382,32 +428,7 @@ impl Lake {
     /// All object keys in the store (below the store root), sorted.
     pub fn objects(&self) -> Vec<String> {
         if let Some(client) = &self.s3_client {
-            let mut out = Vec::new();
-            let mut token = None;
-            loop {
-                let page = self
-                    .rt
-                    .block_on(
-                        client
-                            .list_objects_v2()
-                            .bucket(BUCKET)
-                            .prefix(format!("{PREFIX}/"))
-                            .set_continuation_token(token.take())
-                            .send(),
-                    )
-                    .expect("list objects");
-                for o in page.contents() {
-                    if let Some(k) = o.key().and_then(|k| k.strip_prefix(&format!("{PREFIX}/"))) {
-                        out.push(k.to_string());
-                    }
-                }
-                match page.next_continuation_token() {
-                    Some(t) => token = Some(t.to_string()),
-                    None => break,
-                }
-            }
-            out.sort();
-            return out;
+            return s3_list(&self.rt, client);
         }
         if self.opts.store == StoreKind::Local {
             return self.local_objects().into_iter().map(|(k, _)| k).collect();
@@ -546,6 +567,68 @@ impl Lake {
     }
 }
 
+/// Starts a replica of `lake` with the module loaded (same sidecar) and
+/// returns it with a connection once it is in sync.
+impl Lake {
+    pub fn start_replica(&self) -> (Replica, redis::Connection) {
+        let lake = self;
+        let port = free_port();
+        let dir = lake.dir.path().join("replica");
+        std::fs::create_dir_all(&dir).unwrap();
+        let so = target_dir().join("liblake.so");
+        let replica = Replica {
+            port,
+            dir: dir.clone(),
+            child: Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .arg("--dir")
+                .arg(&dir)
+                .args([
+                    "--replicaof",
+                    "127.0.0.1",
+                    &lake.port.to_string(),
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ])
+                .arg("--loadmodule")
+                .arg(&so)
+                .arg("socket")
+                .arg(lake.socket())
+                .arg("timeout-ms")
+                .arg(lake.opts.timeout_ms.to_string())
+                .stdout(log_to(&dir.join("redis.log")))
+                .stderr(log_to(&dir.join("redis.log")))
+                .spawn()
+                .expect("spawn replica"),
+        };
+        let url = format!("redis://127.0.0.1:{port}/");
+        let mut r = None;
+        wait_for("the replica to sync", Duration::from_secs(20), || {
+            let Ok(mut con) = redis::Client::open(url.as_str()).and_then(|cl| cl.get_connection())
+            else {
+                return false;
+            };
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut con)
+                .unwrap_or_default();
+            let up = info.contains("master_link_status:up");
+            if up {
+                r = Some(con);
+            }
+            up
+        });
+        (replica, r.unwrap())
+    }
+}
+
 impl Drop for Lake {
     fn drop(&mut self) {
         self.kill_redis();
@@ -635,7 +718,35 @@ pub fn zrange(con: &mut redis::Connection, key: &str) -> Vec<(String, i64)> {
         .expect("ZRANGE")
 }
 
-/// A client for the test S3 server (path style, checksums only when required).
+/// Every object key below [`PREFIX`] in the test bucket, sorted.
+pub fn s3_list(rt: &tokio::runtime::Runtime, client: &aws_sdk_s3::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = rt
+            .block_on(
+                client
+                    .list_objects_v2()
+                    .bucket(BUCKET)
+                    .prefix(format!("{PREFIX}/"))
+                    .set_continuation_token(token.take())
+                    .send(),
+            )
+            .expect("list objects");
+        for o in page.contents() {
+            if let Some(k) = o.key().and_then(|k| k.strip_prefix(&format!("{PREFIX}/"))) {
+                out.push(k.to_string());
+            }
+        }
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A plain aws-sdk-s3 client for the test S3 server on `port`.
 pub fn s3_client(port: u16) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{

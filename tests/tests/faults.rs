@@ -2,7 +2,6 @@
 //! restarted from its AOF, and a replica. Each asserts a clear error, no hang,
 //! and nothing acknowledged lost or half-visible.
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use lake_tests::{read, redis, wait_for, write, zrange, Lake, Options, StoreKind};
@@ -292,74 +291,11 @@ fn writes_survive_redis_restart_with_aof() {
     assert_eq!(read(&mut c, "aof", &[]).unwrap().unwrap()["k49"], json!(49));
 }
 
-struct Replica(Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a replica of `lake` with the module loaded (same sidecar) and
-/// returns it with a connection once it is in sync.
-fn start_replica(lake: &Lake) -> (Replica, redis::Connection) {
-    let port = lake_tests::free_port();
-    let dir = lake.dir.path().join("replica");
-    std::fs::create_dir_all(&dir).unwrap();
-    let so = lake_tests::target_dir().join("liblake.so");
-    let replica = Replica(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .args([
-                "--replicaof",
-                "127.0.0.1",
-                &lake.port.to_string(),
-                "--repl-diskless-sync-delay",
-                "0",
-            ])
-            .arg("--loadmodule")
-            .arg(&so)
-            .arg("socket")
-            .arg(lake.socket())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn replica"),
-    );
-    let url = format!("redis://127.0.0.1:{port}/");
-    let mut r = None;
-    wait_for("the replica to sync", Duration::from_secs(20), || {
-        let Ok(mut con) = redis::Client::open(url.as_str()).and_then(|cl| cl.get_connection())
-        else {
-            return false;
-        };
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut con)
-            .unwrap_or_default();
-        let up = info.contains("master_link_status:up");
-        if up {
-            r = Some(con);
-        }
-        up
-    });
-    (replica, r.unwrap())
-}
-
 #[test]
 fn replica_gets_the_exact_stamps_and_never_commits_snapshots() {
     let lake = Lake::start();
     let mut c = lake.con();
-    let (_replica, mut r) = start_replica(&lake);
+    let (_replica, mut r) = lake.start_replica();
     for i in 0..20 {
         write(&mut c, "rep", &format!("k{i}"), &i.to_string()).unwrap();
     }
@@ -391,7 +327,7 @@ fn replica_gets_the_exact_stamps_and_never_commits_snapshots() {
 fn promoted_replica_allocates_stamps_above_entries_from_the_future() {
     let lake = Lake::start();
     let mut c = lake.con();
-    let (_replica, mut r) = start_replica(&lake);
+    let (_replica, mut r) = lake.start_replica();
     let (uuid, stamp) = write(&mut c, "fo", "a", "1").unwrap();
     // The old primary's clock ran an hour ahead: move the entry there.
     let ahead = stamp + 3_600_000_000;

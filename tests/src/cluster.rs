@@ -1,0 +1,372 @@
+//! A real Redis Cluster for the end-to-end suite: N `redis-server` nodes in
+//! cluster mode, each with the module and its own sidecar, all sidecars on
+//! one shared `lake-s3-test-server` bucket (the supported topology). Every
+//! process is killed when the `Cluster` is dropped, also when a test panics.
+//!
+//! Node ports stay at or below 55535 (the cluster bus listens on port +
+//! 10000) and are handed out once per test process, so tests running in
+//! parallel threads never share one.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lake_shared::cluster::{catalog_slot, key_slot, Myself};
+
+use crate::{s3_client, s3_list, s3_test_server, sidecar, target_dir, wait_for};
+
+/// A port `p` with `p` and `p + 10000` free, never handed out twice in this
+/// process.
+pub fn cluster_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let base = 20000 + (std::process::id() % 200) as u16 * 100;
+    loop {
+        let p = 20000 + (base - 20000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 25000;
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !taken.contains(&p) && free(p) && free(p + 10000) {
+            taken.push(p);
+            return p;
+        }
+    }
+}
+
+/// One Redis node with its sidecar.
+pub struct Node {
+    pub port: u16,
+    dir: PathBuf,
+    redis: Option<Child>,
+    sidecar: Option<Child>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.redis
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    s3: Child,
+    rt: tokio::runtime::Runtime,
+    s3_client: aws_sdk_s3::Client,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        let _ = self.s3.kill();
+        let _ = self.s3.wait();
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = n.log();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("--- last lines of node {} ---", n.port);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+fn log_file(path: PathBuf) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("log file")
+}
+
+impl Cluster {
+    /// `primaries` primaries with `replicas` replicas each, formed with
+    /// `redis-cli --cluster create`, every node answering `cluster_state:ok`.
+    pub fn start(primaries: usize, replicas: usize, timeout_ms: u64) -> Cluster {
+        Cluster::start_with(primaries, replicas, timeout_ms, false)
+    }
+
+    /// Like [`Cluster::start`]; with `local`, each sidecar on its own
+    /// `local://` directory instead (a wrong deployment).
+    pub fn start_with(primaries: usize, replicas: usize, timeout_ms: u64, local: bool) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("lake-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let s3_port = crate::free_port();
+        let s3 = s3_test_server(&dir.path().join("s3root"), s3_port)
+            .stdout(log_file(dir.path().join("s3.log")))
+            .stderr(log_file(dir.path().join("s3.log")))
+            .spawn()
+            .expect("spawn lake-s3-test-server");
+        wait_for("the S3 server", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", s3_port)).is_ok()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            s3,
+            rt,
+            s3_client: s3_client(s3_port),
+            dir,
+        };
+        for i in 0..primaries * (1 + replicas) {
+            let port = cluster_port();
+            let ndir = c.dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&ndir).expect("node dir");
+            let socket = ndir.join("lake.sock");
+            let store = if local {
+                format!("local://{}", ndir.join("objects").display())
+            } else {
+                format!("s3://{}/{}", crate::BUCKET, crate::PREFIX)
+            };
+            let side = sidecar(&socket, &store, Some(s3_port))
+                .stdout(log_file(ndir.join("sidecar.log")))
+                .stderr(log_file(ndir.join("sidecar.log")))
+                .spawn()
+                .expect("spawn lake-sidecar");
+            wait_for("a sidecar socket", Duration::from_secs(20), || {
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            });
+            let redis = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1500"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&ndir)
+                .arg("--loadmodule")
+                .arg(target_dir().join("liblake.so"))
+                .arg("socket")
+                .arg(&socket)
+                .args(["timeout-ms", &timeout_ms.to_string()])
+                .stdout(log_file(ndir.join("redis.log")))
+                .stderr(log_file(ndir.join("redis.log")))
+                .spawn()
+                .expect("spawn redis-server");
+            c.nodes.push(Node {
+                port,
+                dir: ndir,
+                redis: Some(redis),
+                sidecar: Some(side),
+            });
+        }
+        for n in &c.nodes {
+            let url = n.url();
+            wait_for("a node to answer PING", Duration::from_secs(20), || {
+                redis::Client::open(url.as_str())
+                    .and_then(|cl| cl.get_connection())
+                    .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con))
+                    .is_ok()
+            });
+        }
+        let addrs: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        c.wait_ok();
+        c
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and agrees on
+    /// who serves every slot.
+    pub fn wait_ok(&mut self) {
+        let urls: Vec<String> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.alive().then(|| n.url()))
+            .collect();
+        wait_for(
+            "cluster_state:ok everywhere",
+            Duration::from_secs(60),
+            || {
+                urls.iter().all(|u| {
+                    let Ok(mut con) =
+                        redis::Client::open(u.as_str()).and_then(|cl| cl.get_connection())
+                    else {
+                        return false;
+                    };
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query(&mut con)
+                        .unwrap_or_default();
+                    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query(&mut con)
+                        .unwrap_or_default();
+                    info.contains("cluster_state:ok") && slots.len() >= 3.min(urls.len())
+                })
+            },
+        );
+    }
+
+    pub fn con(&self, i: usize) -> redis::Connection {
+        let con = redis::Client::open(self.nodes[i].url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to a node");
+        con.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        con
+    }
+
+    /// A cluster-aware connection (routes by the first argument, follows
+    /// MOVED/ASK, retries TRYAGAIN).
+    pub fn cluster_con(&self) -> redis::cluster::ClusterConnection {
+        let urls: Vec<String> = self.nodes.iter().map(Node::url).collect();
+        redis::cluster::ClusterClientBuilder::new(urls)
+            .retries(30)
+            .min_retry_wait(20)
+            .max_retry_wait(500)
+            .response_timeout(Duration::from_secs(30))
+            .build()
+            .and_then(|c| c.get_connection())
+            .expect("cluster connection")
+    }
+
+    /// SIGKILLs node `i`'s Redis and sidecar.
+    pub fn kill(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        for c in [n.redis.take(), n.sidecar.take()].into_iter().flatten() {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// This node's own `CLUSTER NODES` line.
+    pub fn myself(&self, i: usize) -> Myself {
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut self.con(i))
+            .expect("CLUSTER NODES");
+        Myself::parse(&text).expect("own line")
+    }
+
+    pub fn node_id(&self, i: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.con(i))
+            .expect("CLUSTER MYID")
+    }
+
+    /// Indexes of the live nodes that are primaries now.
+    pub fn primaries(&mut self) -> Vec<usize> {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive())
+            .collect();
+        live.into_iter()
+            .filter(|&i| self.myself(i).primary)
+            .collect()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to node `i`'s sidecar.
+    pub fn signal_sidecar(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i]
+            .sidecar
+            .as_ref()
+            .expect("sidecar running")
+            .id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// The live primary serving `slot`.
+    pub fn owner(&mut self, slot: u16) -> usize {
+        self.primaries()
+            .into_iter()
+            .find(|&i| self.myself(i).owned.contains(slot))
+            .unwrap_or_else(|| panic!("no primary serves slot {slot}"))
+    }
+
+    /// Every object key in the shared store.
+    pub fn objects(&self) -> Vec<String> {
+        s3_list(&self.rt, &self.s3_client)
+    }
+
+    /// `n` catalog names `<prefix>-<i>` whose slots are in `lo..=hi`.
+    pub fn names_in_slots(prefix: &str, n: usize, lo: u16, hi: u16) -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}-{i}"))
+            .filter(|c| (lo..=hi).contains(&catalog_slot(c)))
+            .take(n)
+            .collect()
+    }
+
+    /// The checks every cluster test ends with: no live node logged an
+    /// assertion or a crash report, and on every live primary each key
+    /// lives in a slot that primary owns.
+    pub fn assert_sound(&mut self) {
+        for n in &mut self.nodes {
+            let log = n.log();
+            assert!(
+                !log.contains("ASSERTION FAILED") && !log.contains("BUG REPORT"),
+                "node {} crashed:\n{log}",
+                n.port
+            );
+        }
+        for i in self.primaries() {
+            let me = self.myself(i);
+            let keys: HashSet<String> = redis::cmd("KEYS")
+                .arg("*")
+                .query(&mut self.con(i))
+                .expect("KEYS");
+            for k in keys {
+                let slot = key_slot(k.as_bytes());
+                assert!(
+                    me.owned.contains(slot),
+                    "node {} holds {k} in slot {slot}, which it does not own",
+                    self.nodes[i].port
+                );
+            }
+        }
+    }
+
+    /// Node `i`'s log has no crash and its process is alive.
+    pub fn assert_alive(&mut self, i: usize) {
+        let log = self.nodes[i].log();
+        assert!(
+            !log.contains("ASSERTION FAILED") && !log.contains("BUG REPORT"),
+            "node {} crashed:\n{log}",
+            self.nodes[i].port
+        );
+        assert!(self.nodes[i].alive(), "node {} died", self.nodes[i].port);
+    }
+}
