@@ -6,7 +6,7 @@ CARGO ?= cargo
 PY_VENV := target/py
 MOTO := $(PY_VENV)/bin/moto_server
 
-.PHONY: run test build deps test-deps lint compose-check bench clean
+.PHONY: run cluster test build deps test-deps lint compose-check bench clean
 
 deps:
 	@scripts/deps.sh
@@ -20,6 +20,11 @@ build: deps
 run: build
 	@scripts/run.sh
 
+# A local Redis Cluster (3 primaries, 3 replicas, a sidecar per node, one
+# shared store) for trying Lake the way it scales out.
+cluster: build
+	@scripts/cluster.sh
+
 $(MOTO):
 	python3 -m venv $(PY_VENV)
 	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
@@ -30,6 +35,7 @@ lint:
 
 compose-check: test-deps
 	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.cluster.yml config -q
 
 # One release build, shared by every test binary. The benchmark harness
 # runs once in its quick mode so it cannot rot.
