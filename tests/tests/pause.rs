@@ -131,10 +131,7 @@ type WriteResult = Result<(String, i64), String>;
 
 /// Starts `n` writes while the sidecar is frozen, so their answers arrive
 /// whenever it is resumed; returns the writer threads.
-fn writes_in_flight(
-    lake: &Lake,
-    n: usize,
-) -> Vec<std::thread::JoinHandle<(String, WriteResult)>> {
+fn writes_in_flight(lake: &Lake, n: usize) -> Vec<std::thread::JoinHandle<(String, WriteResult)>> {
     lake.signal_sidecar("STOP");
     let threads = (0..n)
         .map(|i| {
