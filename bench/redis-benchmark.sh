@@ -2,6 +2,9 @@
 # Quick figures with redis-benchmark: PING, raw ZADD with Lake-shaped members,
 # LAKE.WRITE and LAKE.READ (snapshot + 8 deltas), 1 KB values, in one run
 # against a Redis + sidecar this script starts on the local:// store (BENCH_STORE=file://... for the file store).
+# BENCH_CLUSTER=1 runs that Redis as a one-node cluster serving every slot
+# (the cost of Lake's slot-ownership checks); BENCH_MODULE=<path> loads
+# another build of liblake.so (A/B comparisons).
 #
 #   bench/redis-benchmark.sh [clients=50] [requests=20000]
 set -euo pipefail
@@ -21,10 +24,16 @@ trap cleanup EXIT
 "$target/lake-sidecar" --socket "$work/lake.sock" --store "${BENCH_STORE:-local://$work/objects}" >"$work/sidecar.log" 2>&1 &
 sidecar=$!
 for _ in $(seq 1 200); do [ -S "$work/lake.sock" ] && break; sleep 0.05; done
-redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save "" \
-  --loadmodule "$target/liblake.so" socket "$work/lake.sock" >"$work/redis.log" 2>&1 &
+cluster=()
+[ "${BENCH_CLUSTER:-0}" = 1 ] && cluster=(--cluster-enabled yes)
+redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save "" "${cluster[@]}" \
+  --loadmodule "${BENCH_MODULE:-$target/liblake.so}" socket "$work/lake.sock" >"$work/redis.log" 2>&1 &
 redis=$!
 for _ in $(seq 1 200); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.05; done
+if [ "${BENCH_CLUSTER:-0}" = 1 ]; then
+  redis-cli -p "$port" CLUSTER ADDSLOTSRANGE 0 16383 >/dev/null
+  for _ in $(seq 1 200); do redis-cli -p "$port" CLUSTER INFO | grep -q cluster_state:ok && break; sleep 0.05; done
+fi
 
 value="\"$(head -c 1022 /dev/zero | tr '\0' 'x')\""
 uuid="0f8fad5b-d9cb-469f-a165-70867728950e"

@@ -20,13 +20,14 @@ use lake_shared::cluster::{catalog_slot, key_slot, Myself};
 use crate::{s3_client, s3_list, s3_test_server, sidecar, target_dir, wait_for};
 
 /// A port `p` with `p` and `p + 10000` free, never handed out twice in this
-/// process.
+/// process. Both lie below 32768, outside the kernel's ephemeral range, so
+/// no client connection's local port can take a node's bus port meanwhile.
 pub fn cluster_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let base = 20000 + (std::process::id() % 200) as u16 * 100;
+    let start = (std::process::id() % 100) as u16 * 100;
     loop {
-        let p = 20000 + (base - 20000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 25000;
+        let p = 12000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10000;
         let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
         let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
         if !taken.contains(&p) && free(p) && free(p + 10000) {

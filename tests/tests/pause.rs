@@ -99,11 +99,13 @@ fn failover_with_writes_in_flight_keeps_the_primary_and_every_acknowledged_write
             "unexpected error {e}"
         );
     }
-    eprintln!(
-        "FAILOVER: {} acknowledged, {} refused (READONLY/TRYAGAIN/UNBLOCKED)",
-        acks.len(),
-        errors.len()
-    );
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for e in &errors {
+        *kinds
+            .entry(e.split_whitespace().next().unwrap_or(""))
+            .or_default() += 1;
+    }
+    eprintln!("FAILOVER: {} acknowledged, errors {kinds:?}", acks.len());
     assert_no_crash(&redis_log(&lake), "the old primary");
     assert_no_crash(&replica.log(), "the new primary");
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
