@@ -152,7 +152,7 @@ impl Cluster {
             });
             let redis = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1500"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "3000"])
                 .args(["--save", "", "--appendonly", "no"])
                 .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
