@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use crate::LakeError;
 
 /// Protocol version carried in every frame and in the handshake.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Magic string of the handshake.
 pub const MAGIC: &str = "lake";
 /// Bytes after the length prefix that every frame has (version + id).
@@ -42,13 +42,20 @@ pub struct Hello {
 
 /// Store one delta body. The uuid is chosen by the module, so a retried
 /// upload overwrites the same object instead of creating a second one.
+///
+/// The value travels as the frame's tail, after the JSON message, exactly
+/// as the client sent it: the module copies it into the frame and nothing
+/// more (no parse on Redis's main thread); the sidecar checks that it is
+/// UTF-8 JSON before storing anything.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Put {
     pub catalog: String,
     pub uuid: String,
     pub field: String,
     pub mode: String,
-    pub value: Box<RawValue>,
+    /// The value's bytes (the frame's tail; see [`encode_with_tail`]).
+    #[serde(skip)]
+    pub value: Vec<u8>,
 }
 
 /// A snapshot as named in the index.
@@ -135,6 +142,9 @@ pub struct Stored {}
 /// is absent), and the snapshot stored from it when one was asked for `Now`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Doc {
+    /// Sent as `[]` or `[<json>]`: a plain `Option` would send a JSON
+    /// `null` document as `null` and read it back as `None`.
+    #[serde(with = "present")]
     pub json: Option<Box<RawValue>>,
     pub snapshot: Option<SnapRef>,
 }
@@ -173,12 +183,35 @@ pub struct GcReport {
     pub deleted: u64,
 }
 
+/// `Option<Box<RawValue>>` as a list of zero or one raw values, so that
+/// `Some(null)` survives the trip.
+mod present {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::value::RawValue;
+
+    pub fn serialize<S: Serializer>(v: &Option<Box<RawValue>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+        Ok(Vec::<Box<RawValue>>::deserialize(d)?.into_iter().next())
+    }
+}
+
 /// Encodes one frame.
 pub fn encode<T: Serialize>(id: u64, msg: &T) -> Vec<u8> {
-    let mut out = vec![0u8; 4 + HEADER_BYTES];
+    encode_with_tail(id, msg, &[])
+}
+
+/// Encodes one frame whose payload is `msg` followed by the raw bytes
+/// `tail` (a [`Put`]'s value); [`decode_with_tail`] splits them again.
+pub fn encode_with_tail<T: Serialize>(id: u64, msg: &T, tail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + HEADER_BYTES + 256 + tail.len());
+    out.resize(4 + HEADER_BYTES, 0);
     // Serialising these types cannot fail: all keys are strings and raw values
     // were validated when they were built.
     let _ = serde_json::to_writer(&mut out, msg);
+    out.extend_from_slice(tail);
     let len = (out.len() - 4) as u32;
     out[0..4].copy_from_slice(&len.to_be_bytes());
     out[4] = VERSION;
@@ -218,6 +251,37 @@ pub fn parse_header(h: &[u8; HEADER_BYTES]) -> Result<u64, LakeError> {
 pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, LakeError> {
     serde_json::from_slice(payload)
         .map_err(|e| LakeError::invalid(format!("malformed frame payload: {e}")))
+}
+
+/// Decodes a payload into its leading message and the raw tail after it.
+pub fn decode_with_tail<'a, T: Deserialize<'a>>(
+    payload: &'a [u8],
+) -> Result<(T, &'a [u8]), LakeError> {
+    let bad = |e: String| LakeError::invalid(format!("malformed frame payload: {e}"));
+    let mut stream = serde_json::Deserializer::from_slice(payload).into_iter::<T>();
+    let msg = match stream.next() {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return Err(bad(e.to_string())),
+        None => return Err(bad("empty".into())),
+    };
+    let tail = payload.get(stream.byte_offset()..).unwrap_or_default();
+    Ok((msg, tail))
+}
+
+/// Decodes a request frame: a [`Put`] gets its value from the tail; any
+/// other request must have none.
+pub fn decode_request(payload: &[u8]) -> Result<Request, LakeError> {
+    let (mut req, tail) = decode_with_tail::<Request>(payload)?;
+    match &mut req {
+        Request::Put(p) => p.value = tail.to_vec(),
+        _ if tail.iter().any(|b| !b.is_ascii_whitespace()) => {
+            return Err(LakeError::invalid(
+                "malformed frame payload: trailing bytes after the request",
+            ))
+        }
+        _ => {}
+    }
+    Ok(req)
 }
 
 /// Whether `buf` starts with a whole frame, so reading it cannot block.
@@ -283,15 +347,45 @@ mod tests {
             uuid: "u".into(),
             field: "a.b".into(),
             mode: "set".into(),
-            value: RawValue::from_string(r#"{"first":"John"}"#.into()).unwrap(),
+            value: Vec::new(),
         });
-        let frame = encode(7, &put);
-        let (id, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES)
-            .unwrap()
-            .unwrap();
-        assert_eq!(id, 7);
-        match decode::<Request>(&payload).unwrap() {
-            Request::Put(p) => assert_eq!(p.value.get(), r#"{"first":"John"}"#),
+        // The tail is taken as it is, even when it is not JSON.
+        for value in [
+            &br#"{"first":"John"}"#[..],
+            b"12345678901234567890",
+            b"}{not json",
+            b"",
+        ] {
+            let frame = encode_with_tail(7, &put, value);
+            let (id, payload) = read_frame(&mut frame.as_slice(), MAX_FRAME_BYTES)
+                .unwrap()
+                .unwrap();
+            assert_eq!(id, 7);
+            match decode_request(&payload).unwrap() {
+                Request::Put(p) => {
+                    assert_eq!(p.value, value);
+                    assert_eq!(p.catalog, "users");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let gc = encode_with_tail(
+            1,
+            &Request::Gc(Gc {
+                referenced: Vec::new(),
+                grace_secs: 1,
+                dry_run: true,
+                slots: None,
+            }),
+            b"x",
+        );
+        assert!(decode_request(&gc[4 + HEADER_BYTES..]).is_err());
+        let null = Response::Doc(Doc {
+            json: Some(RawValue::from_string("null".into()).unwrap()),
+            snapshot: None,
+        });
+        match decode::<Response>(&encode(1, &null)[4 + HEADER_BYTES..]).unwrap() {
+            Response::Doc(d) => assert_eq!(d.json.unwrap().get(), "null"),
             other => panic!("{other:?}"),
         }
         let doc = Response::Doc(Doc {

@@ -186,7 +186,7 @@ async fn connection(stream: UnixStream, service: Arc<Service>, limit: Arc<Semaph
                 break;
             }
         };
-        let req = match proto::decode::<Request>(&payload) {
+        let req = match proto::decode_request(&payload) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(proto::encode(id, &Response::Error(e)));

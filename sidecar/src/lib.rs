@@ -3,7 +3,8 @@
 //!
 //! - [`store`]: object stores (`file://`).
 //! - [`cache`]: merged documents, so reads merge only new deltas.
-//! - [`merge`]: the QuickJS merge engine.
+//! - [`native`]: the built-in modes and the left fold, in Rust.
+//! - [`merge`]: the merge engine's threads; QuickJS for custom modes.
 //! - [`service`]: put, read/merge, snapshots.
 //! - [`channel`]: the Unix-socket server the module talks to.
 //! - [`http`]: `/healthz` and `/metrics`.
@@ -13,5 +14,6 @@ pub mod channel;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod native;
 pub mod service;
 pub mod store;

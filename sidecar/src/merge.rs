@@ -1,16 +1,19 @@
 //! The merge engine: folds a snapshot and the deltas after it into one
-//! document, in QuickJS (rquickjs), on a pool of dedicated threads.
+//! document on a pool of dedicated threads. Built-in modes run natively
+//! ([`crate::native`]); QuickJS (rquickjs) runs custom modes only.
 //!
-//! Why threads: rquickjs `Runtime`/`Context` are not `Send`, so each worker
-//! thread owns its runtime and takes jobs over a channel; callers await a
-//! oneshot reply and never block the async runtime.
+//! Why threads: a fold is CPU work that must not stall the async runtime,
+//! and rquickjs `Runtime`/`Context` are not `Send`, so each worker thread
+//! owns its runtime (made the first time a custom mode is met) and takes
+//! jobs over a channel; callers await a oneshot reply.
 //!
 //! Invariants:
-//! - Values go in and out as JSON text; user data never becomes source code.
-//! - Each runtime has a memory limit and a stack limit; each delta has a
-//!   deadline (the interrupt handler checks it), restarted by the driver's
-//!   `tick` before every delta, so the failing delta is always known.
-//! - A runtime whose fold failed (exception, deadline, out of memory) is
+//! - Values go into JS as JSON text and come back as JSON text; user data
+//!   never becomes source code. Only the value at a custom delta's path
+//!   passes through JS (as doubles); every other number stays exact.
+//! - Each runtime has a memory limit and a stack limit; each custom step has
+//!   a deadline (the interrupt handler checks it).
+//! - A runtime whose step failed (exception, deadline, out of memory) is
 //!   dropped and rebuilt before the next job: no state survives a failure.
 //! - User modes are compiled once per runtime from `<dir>/<name>.js`, each
 //!   defining `function merge(current, value)`.
@@ -21,6 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rquickjs::{CatchResultExt, Context, Function, Object, Runtime};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::native::{self, Custom};
 
 /// The bundled driver (built-in modes, path walking, RFC 7396).
 const DRIVER: &str = include_str!("js/lake.js");
@@ -68,9 +75,27 @@ pub struct FoldOut {
 
 type Reply = tokio::sync::oneshot::Sender<Result<FoldOut, FoldError>>;
 
-struct Job {
-    input: String,
-    reply: Reply,
+/// One fold, owned, so it can cross to a worker thread.
+pub struct Fold {
+    /// The snapshot's (or a cached) document as JSON text; `None`: `{}`.
+    pub base: Option<Arc<str>>,
+    pub deltas: Vec<Delta>,
+    /// Also return the value at this path.
+    pub path: Option<Vec<String>>,
+}
+
+/// One delta of a [`Fold`].
+pub struct Delta {
+    pub path: Vec<String>,
+    pub mode: String,
+    pub value: Box<RawValue>,
+}
+
+enum Job {
+    Native(Fold, Reply),
+    /// The JavaScript driver's own fold (built-ins in JS): the reference the
+    /// differential test holds the native engine to.
+    Js(String, Reply),
 }
 
 /// Handle to the pool; cheap to clone.
@@ -127,19 +152,123 @@ impl Engine {
         self.rebuilds.load(Ordering::Relaxed)
     }
 
-    /// Runs one fold. `input` is the driver's job text (see [`fold_input`]).
-    pub async fn fold(&self, input: String) -> Result<FoldOut, FoldError> {
+    /// Runs one fold natively (custom modes in JS) and returns the whole
+    /// document and the value at the fold's path.
+    pub async fn fold(&self, fold: Fold) -> Result<FoldOut, FoldError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Native(fold, reply), rx).await
+    }
+
+    /// Runs one fold entirely in the JavaScript driver, built-in modes
+    /// included. `input` is the driver's job text (see [`fold_input`]). For
+    /// the differential test only: numbers become doubles there.
+    pub async fn fold_js(&self, input: String) -> Result<FoldOut, FoldError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Js(input, reply), rx).await
+    }
+
+    async fn send(
+        &self,
+        job: Job,
+        rx: tokio::sync::oneshot::Receiver<Result<FoldOut, FoldError>>,
+    ) -> Result<FoldOut, FoldError> {
         let gone = || FoldError {
             delta: None,
             message: "merge engine stopped".into(),
         };
-        self.tx.send(Job { input, reply }).map_err(|_| gone())?;
+        self.tx.send(job).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 }
 
-/// One delta as the driver takes it.
+/// Runs a native fold on this thread; `js` is the thread's runtime, made
+/// when the first custom mode is met.
+fn run_native(
+    fold: Fold,
+    js: &mut Option<Worker>,
+    limits: &Limits,
+    user: &[UserMode],
+    rebuilds: &AtomicU64,
+) -> Result<FoldOut, FoldError> {
+    let base = match &fold.base {
+        Some(text) => Some(native::parse(text).map_err(|e| FoldError {
+            delta: None,
+            message: format!("the snapshot is not valid JSON: {e}"),
+        })?),
+        None => None,
+    };
+    let mut deltas = Vec::with_capacity(fold.deltas.len());
+    for (i, d) in fold.deltas.iter().enumerate() {
+        let value = native::parse(d.value.get()).map_err(|e| FoldError {
+            delta: Some(i),
+            message: format!("the value is not valid JSON: {e}"),
+        })?;
+        deltas.push(native::Delta {
+            path: &d.path,
+            mode: native::Mode::of(&d.mode),
+            value,
+        });
+    }
+    let mut hook = JsHook {
+        js,
+        limits,
+        user,
+        rebuilds,
+    };
+    let doc = native::fold(base, deltas, &mut hook).map_err(|f| FoldError {
+        delta: Some(f.delta),
+        message: f.message,
+    })?;
+    let text = |v: &Value| serde_json::to_string(v).unwrap_or_else(|_| "null".into());
+    let at_path = fold
+        .path
+        .as_deref()
+        .and_then(|p| native::get(&doc, p))
+        .map(text);
+    Ok(FoldOut {
+        doc: Some(text(&doc)),
+        at_path,
+    })
+}
+
+/// Custom modes through the thread's QuickJS runtime.
+struct JsHook<'a> {
+    js: &'a mut Option<Worker>,
+    limits: &'a Limits,
+    user: &'a [UserMode],
+    rebuilds: &'a AtomicU64,
+}
+
+impl Custom for JsHook<'_> {
+    fn apply(
+        &mut self,
+        mode: &str,
+        current: Option<Value>,
+        value: Value,
+    ) -> Result<Option<Value>, String> {
+        if self.js.is_none() {
+            *self.js = Some(Worker::new(self.limits, self.user)?);
+        }
+        let Some(w) = self.js.as_ref() else {
+            return Err("merge engine could not start a JS runtime".into());
+        };
+        let cur = current.as_ref().map(Value::to_string);
+        let out = w.apply(mode, cur.as_deref(), &value.to_string());
+        if out.is_err() {
+            // Interrupted, out of memory, or a throwing mode: start clean.
+            *self.js = None;
+            self.rebuilds.fetch_add(1, Ordering::Relaxed);
+        }
+        match out? {
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| format!("mode '{mode}' returned invalid JSON: {e}")),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One delta as the JavaScript driver takes it.
 pub struct FoldDelta<'a> {
     pub path: &'a [String],
     pub mode: &'a str,
@@ -265,6 +394,35 @@ impl Worker {
         })
     }
 
+    /// One custom-mode step: `merge(current, value)` as JSON text; `None`
+    /// out deletes the path.
+    fn apply(
+        &self,
+        mode: &str,
+        current: Option<&str>,
+        value: &str,
+    ) -> Result<Option<String>, String> {
+        let res = self.ctx.with(|ctx| {
+            let run = || -> rquickjs::Result<Option<String>> {
+                let driver: Object = ctx.globals().get("__lake")?;
+                let apply: Function = driver.get("apply")?;
+                apply.call((mode, current.is_some(), current.unwrap_or(""), value))
+            };
+            run().catch(&ctx).map_err(|e| e.to_string())
+        });
+        self.watch.deadline_ns.store(0, Ordering::Relaxed);
+        res.map_err(|message| {
+            if message.contains("interrupted") {
+                format!(
+                    "merge ran past its deadline of {} ms",
+                    self.per_delta.as_millis()
+                )
+            } else {
+                message
+            }
+        })
+    }
+
     fn fold(&self, input: &str) -> Result<FoldOut, FoldError> {
         self.watch.delta.store(-1, Ordering::Relaxed);
         let res = self.ctx.with(|ctx| {
@@ -303,23 +461,40 @@ fn worker_loop(
 ) {
     let mut worker: Option<Worker> = None;
     while let Ok(job) = rx.recv() {
-        if worker.is_none() {
-            worker = Worker::new(&limits, &user).ok();
-        }
-        let Some(w) = worker.as_ref() else {
-            let _ = job.reply.send(Err(FoldError {
-                delta: None,
-                message: "merge engine could not start a JS runtime".into(),
-            }));
-            continue;
+        let (res, reply) = match job {
+            Job::Native(fold, reply) => {
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_native(fold, &mut worker, &limits, &user, &rebuilds)
+                }))
+                .unwrap_or_else(|_| {
+                    worker = None;
+                    Err(FoldError {
+                        delta: None,
+                        message: "the merge panicked".into(),
+                    })
+                });
+                (res, reply)
+            }
+            Job::Js(input, reply) => {
+                if worker.is_none() {
+                    worker = Worker::new(&limits, &user).ok();
+                }
+                let res = match worker.as_ref() {
+                    Some(w) => w.fold(&input),
+                    None => Err(FoldError {
+                        delta: None,
+                        message: "merge engine could not start a JS runtime".into(),
+                    }),
+                };
+                if res.is_err() {
+                    // Interrupted, out of memory, or a throwing mode.
+                    worker = None;
+                    rebuilds.fetch_add(1, Ordering::Relaxed);
+                }
+                (res, reply)
+            }
         };
-        let res = w.fold(&job.input);
-        if res.is_err() {
-            // Interrupted, out of memory, or a throwing mode: start clean.
-            worker = None;
-            rebuilds.fetch_add(1, Ordering::Relaxed);
-        }
-        let _ = job.reply.send(res);
+        let _ = reply.send(res);
     }
 }
 

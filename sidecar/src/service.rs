@@ -25,8 +25,9 @@ use lake_shared::{catalog, path, LakeError};
 use serde_json::value::RawValue;
 
 use crate::cache::DocCache;
-use crate::merge::{fold_input, Engine, FoldDelta};
+use crate::merge::{Delta as FoldDelta, Engine, Fold};
 use crate::metrics::Metrics;
+use crate::native;
 use crate::store::Store;
 
 /// How many object reads one merge keeps in flight.
@@ -95,8 +96,17 @@ impl Service {
                 self.engine.modes().join(", ")
             )));
         }
+        // The written value is checked here, off Redis's main thread (which
+        // only copied it), by the parser reads use, so whatever is stored can
+        // be read back (depth limit included).
+        let text = String::from_utf8(p.value)
+            .map_err(|_| LakeError::invalid("value is not valid UTF-8"))?;
+        native::validate(&text)
+            .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
+        let value = serde_json::from_str::<&RawValue>(&text)
+            .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
         let key = catalog::delta_object(&p.catalog, &p.uuid);
-        let body = envelope::Delta::encode(&p.catalog, &p.field, &p.mode, &p.value);
+        let body = envelope::Delta::encode(&p.catalog, &p.field, &p.mode, value);
         Metrics::inc(&self.metrics.store_puts_total);
         let res = self.store.put(&key, body).await;
         match &res {
@@ -174,8 +184,8 @@ impl Service {
 
         // Decode envelopes and check they are what the index says they are.
         let cached = hit.map(|h| h.doc);
-        let base_doc: Option<&str> = match &base_body {
-            _ if cached.is_some() => cached.as_deref(),
+        let base_doc: Option<Arc<str>> = match &base_body {
+            _ if cached.is_some() => cached.clone(),
             Some((key, body)) => {
                 let s =
                     envelope::Snapshot::decode(body, key).map_err(|e| named(cat, "snapshot", e))?;
@@ -185,12 +195,11 @@ impl Service {
                         s.catalog
                     )));
                 }
-                Some(s.doc.get())
+                Some(Arc::from(s.doc.get()))
             }
             None => None,
         };
-        let mut paths = Vec::with_capacity(bodies.len());
-        let mut decoded = Vec::with_capacity(bodies.len());
+        let mut fold_deltas = Vec::with_capacity(bodies.len());
         for ((key, body), d) in bodies.iter().zip(new_deltas) {
             let e = envelope::Delta::decode(body, key)
                 .map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?;
@@ -200,20 +209,13 @@ impl Service {
                     d.uuid, e.catalog, e.field, d.field
                 )));
             }
-            paths.push(
-                path::parse(&e.field).map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?,
-            );
-            decoded.push(e);
+            fold_deltas.push(FoldDelta {
+                path: path::parse(&e.field)
+                    .map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?,
+                mode: e.mode,
+                value: e.value.to_owned(),
+            });
         }
-        let fold_deltas: Vec<FoldDelta> = decoded
-            .iter()
-            .zip(&paths)
-            .map(|(e, p)| FoldDelta {
-                path: p,
-                mode: &e.mode,
-                value: e.value.get(),
-            })
-            .collect();
 
         let covers = r.deltas.last().map(|d| d.stamp);
         let snapshot = if covers.is_some() {
@@ -225,18 +227,22 @@ impl Service {
         let (doc_text, at_path): (Option<Arc<str>>, Option<String>) = match (&cached, &read_path) {
             (Some(doc), None) if fold_deltas.is_empty() => (Some(doc.clone()), None),
             _ => {
-                let input = fold_input(base_doc, &fold_deltas, read_path.as_deref(), true);
-                let out = self.engine.fold(input).await.map_err(|e| {
+                let merged = fold_deltas.len();
+                let job = Fold {
+                    base: base_doc,
+                    deltas: fold_deltas,
+                    path: read_path.clone(),
+                };
+                let out = self.engine.fold(job).await.map_err(|e| {
                     let which = e.delta.and_then(|i| new_deltas.get(i)).map_or_else(
                         || "merge".to_string(),
                         |d| format!("delta {} (stamp {}, field '{}')", d.uuid, d.stamp, d.field),
                     );
                     LakeError::data(format!("catalog '{cat}': {which}: {}", e.message))
                 })?;
-                self.metrics.deltas_merged_total.fetch_add(
-                    fold_deltas.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                self.metrics
+                    .deltas_merged_total
+                    .fetch_add(merged as u64, std::sync::atomic::Ordering::Relaxed);
                 let doc: Option<Arc<str>> = out.doc.map(Into::into);
                 if let Some(d) = &doc {
                     let all = r.deltas.iter().map(|d| d.uuid.clone()).collect();

@@ -1,10 +1,17 @@
-//! The merge engine's semantics, tested directly (no Redis, no sockets):
+//! The merge engine's semantics, tested directly (no Redis, no sockets), on
+//! the native engine, and held against the JavaScript built-ins by a
+//! differential property test:
 //! path forms, the four built-in modes, RFC 7396 Appendix A, `__proto__` as
 //! data, and containment of hostile user modes.
 
 use std::time::Duration;
 
-use lake_sidecar::merge::{fold_input, Engine, FoldDelta, FoldError, Limits, UserMode};
+use std::sync::Arc;
+
+use lake_sidecar::merge::{
+    fold_input, Delta, Engine, Fold, FoldDelta, FoldError, Limits, UserMode,
+};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 fn engine_with(user: Vec<UserMode>) -> Engine {
@@ -20,8 +27,34 @@ fn engine() -> Engine {
     engine_with(Vec::new())
 }
 
-/// Folds `(field, mode, value)` writes over `base` and returns the document.
+fn job(base: Option<&Value>, writes: &[(&str, &str, Value)], path: Option<&str>) -> Fold {
+    Fold {
+        base: base.map(|b| Arc::from(b.to_string())),
+        deltas: writes
+            .iter()
+            .map(|w| Delta {
+                path: lake_shared::path::parse(w.0).unwrap(),
+                mode: w.1.to_string(),
+                value: RawValue::from_string(w.2.to_string()).unwrap(),
+            })
+            .collect(),
+        path: path.map(|p| lake_shared::path::parse(p).unwrap()),
+    }
+}
+
+/// Folds `(field, mode, value)` writes over `base` with the native engine
+/// and returns the document.
 async fn fold(
+    e: &Engine,
+    base: Option<Value>,
+    writes: &[(&str, &str, Value)],
+) -> Result<Value, FoldError> {
+    let out = e.fold(job(base.as_ref(), writes, None)).await?;
+    Ok(serde_json::from_str(&out.doc.expect("doc")).unwrap())
+}
+
+/// The same fold in the JavaScript driver (built-ins in JS).
+async fn fold_js(
     e: &Engine,
     base: Option<Value>,
     writes: &[(&str, &str, Value)],
@@ -42,7 +75,7 @@ async fn fold(
         .collect();
     let base = base.map(|b| b.to_string());
     let out = e
-        .fold(fold_input(base.as_deref(), &deltas, None, true))
+        .fold_js(fold_input(base.as_deref(), &deltas, None, true))
         .await?;
     Ok(serde_json::from_str(&out.doc.expect("doc requested")).unwrap())
 }
@@ -303,17 +336,73 @@ async fn proto_and_constructor_are_ordinary_keys() {
 #[tokio::test]
 async fn value_at_path_and_absent_path() {
     let e = engine();
-    let p = vec!["a".to_string(), "b".to_string()];
-    let input = fold_input(Some(r#"{"a":{"b":[1,2]}}"#), &[], Some(&p), false);
-    let out = e.fold(input).await.unwrap();
+    let base = json!({"a":{"b":[1,2],"n":null}});
+    let out = e.fold(job(Some(&base), &[], Some("a.b"))).await.unwrap();
     assert_eq!(out.at_path.as_deref(), Some("[1,2]"));
-    assert_eq!(out.doc, None);
-    let q = vec!["nope".to_string()];
+    let out = e.fold(job(Some(&base), &[], Some("a.n"))).await.unwrap();
+    assert_eq!(
+        out.at_path.as_deref(),
+        Some("null"),
+        "a null value is a value"
+    );
+    let out = e.fold(job(Some(&base), &[], Some("nope"))).await.unwrap();
+    assert_eq!(out.at_path, None);
+}
+
+#[tokio::test]
+async fn numbers_keep_their_exact_text_through_every_built_in_mode() {
+    let e = engine();
+    let big = r#"{"id":12345678901234567,"amount":0.10,"t":1.5E+300,"neg":-0}"#;
+    let writes = [
+        ("$", "set", big),
+        ("more", "merge", r#"{"x":123456789012345678901234567890}"#),
+        ("more.y", "insert", "9007199254740993"),
+        ("id", "replace", "18446744073709551616"),
+    ];
     let out = e
-        .fold(fold_input(Some("{}"), &[], Some(&q), false))
+        .fold(Fold {
+            base: None,
+            deltas: writes
+                .iter()
+                .map(|w| Delta {
+                    path: lake_shared::path::parse(w.0).unwrap(),
+                    mode: w.1.into(),
+                    value: RawValue::from_string(w.2.into()).unwrap(),
+                })
+                .collect(),
+            path: None,
+        })
         .await
         .unwrap();
-    assert_eq!(out.at_path, None);
+    assert_eq!(
+        out.doc.unwrap(),
+        r#"{"id":18446744073709551616,"amount":0.10,"t":1.5E+300,"neg":-0,"more":{"x":123456789012345678901234567890,"y":9007199254740993}}"#
+    );
+}
+
+/// What a custom mode sees of a number JavaScript cannot hold: a double.
+/// Only the value at its path passes through JavaScript; the rest of the
+/// document keeps every digit.
+#[tokio::test]
+async fn custom_modes_see_doubles_and_leave_other_numbers_exact() {
+    let e = engine_with(vec![mode("same", "function merge(cur, v) { return cur; }")]);
+    let base = r#"{"big":12345678901234567,"keep":12345678901234567}"#;
+    let out = e
+        .fold(Fold {
+            base: Some(Arc::from(base)),
+            deltas: vec![Delta {
+                path: vec!["big".into()],
+                mode: "same".into(),
+                value: RawValue::from_string("0".into()).unwrap(),
+            }],
+            path: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        out.doc.unwrap(),
+        r#"{"big":12345678901234568,"keep":12345678901234567}"#
+    );
 }
 
 fn mode(name: &str, source: &str) -> UserMode {
@@ -406,4 +495,82 @@ fn broken_mode_file_stops_start_up() {
         .err()
         .unwrap();
     assert!(err.contains("none"), "{err}");
+}
+
+mod differential {
+    //! Random documents and writes: the native engine and the JavaScript
+    //! built-ins must produce the same document, on values JavaScript
+    //! represents exactly (small integers), compared as values: objects as
+    //! sets of members, since JavaScript lists integer-like keys first and
+    //! Lake keeps the order they were written in.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string()),
+            Just("__proto__".to_string()),
+            "[a-d]{2}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-1000i64..1000).prop_map(Value::from),
+            "[a-z ]{0,4}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec((key(), inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn field() -> impl Strategy<Value = String> {
+        let seg = prop_oneof![
+            key(),
+            Just("0".to_string()),
+            Just("1".to_string()),
+            Just("-".to_string())
+        ];
+        prop_oneof![
+            Just("$".to_string()),
+            prop::collection::vec(seg, 1..4).prop_map(|s| format!("/{}", s.join("/"))),
+        ]
+    }
+
+    fn mode() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just("set"), Just("insert"), Just("replace"), Just("merge")]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn native_equals_javascript(
+            base in prop::option::of(value()),
+            writes in prop::collection::vec((field(), mode(), value()), 1..6),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let e = ENGINE.with(|e| e.clone());
+            let w: Vec<(&str, &str, Value)> =
+                writes.iter().map(|(f, m, v)| (f.as_str(), *m, v.clone())).collect();
+            let native = rt.block_on(fold(&e, base.clone(), &w)).unwrap();
+            let js = rt.block_on(fold_js(&e, base.clone(), &w)).unwrap();
+            // Values compare objects as sets of members: JavaScript lists
+            // integer-like keys first, Lake keeps the order they were written.
+            prop_assert_eq!(&native, &js, "base {:?} writes {:?}", base, writes);
+        }
+    }
+
+    thread_local! {
+        static ENGINE: Engine = engine();
+    }
 }

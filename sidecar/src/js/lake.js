@@ -1,4 +1,7 @@
-// Lake's merge driver, evaluated once per QuickJS runtime.
+// Lake's merge driver, evaluated once per QuickJS runtime. Reads fold
+// natively (src/native.rs) and call `apply` here for custom modes only; the
+// built-in modes below are kept for the differential test that holds the
+// native engine to the same answers.
 //
 // The expression evaluates to a function that takes `tick` (a host function
 // the driver calls before each delta, so the host can name the failing delta
@@ -121,6 +124,17 @@
     },
     hasMode(name) {
       return own(modes, name);
+    },
+    // One custom-mode step for the native fold: the current value at the
+    // path (absent when hasCur is false) and the delta's value as JSON text;
+    // returns the new value as JSON text, or null to delete the path.
+    apply(name, hasCur, cur, val) {
+      if (!own(modes, name)) throw new Error("unknown mode '" + name + "' (is its file in --modes?)");
+      tick(0);
+      const r = modes[name].fn(hasCur ? JSON.parse(cur) : undefined, JSON.parse(val));
+      tick(-1);
+      const out = r === undefined ? undefined : JSON.stringify(r);
+      return out === undefined ? null : out;
     },
     // input: {"base":[doc]|[],"deltas":[{"p":[..],"m":"set","v":..}],"path":[..]|null,"doc":bool}
     // returns [docText|null, valueAtPathText|null]

@@ -1,0 +1,774 @@
+//! The built-in merge modes (SET, INSERT, REPLACE, MERGE) in Rust: the left
+//! fold of a snapshot and the deltas after it, with no JavaScript on the way.
+//!
+//! Documents are `serde_json` values with `arbitrary_precision` and
+//! `preserve_order`, read by [`parse`], so every number keeps the exact text
+//! it was written with (any integer, decimal or exponent form), and object
+//! keys keep the order they were first written in: a key set again keeps its
+//! place, a key deleted and set again moves to the end.
+//!
+//! Invariants (the same semantics as the JavaScript driver `js/lake.js`,
+//! held against it by a differential test):
+//! - A fold applies deltas one at a time, in order; patches are never
+//!   combined with each other (RFC 7396 deletions stay deletions).
+//! - A step that cannot apply (INSERT over an existing value, REPLACE of an
+//!   absent path, an index past an array's end) changes nothing at all.
+//! - `__proto__` and `constructor` are ordinary keys.
+//! - Custom modes are reached through [`Custom`]: the fold hands it the
+//!   current value at the path (or nothing) and the delta's value, and puts
+//!   back what it returns (or deletes the path).
+
+use serde_json::{Map, Value};
+
+/// How a mode treats the way to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// Create missing parents; replace a scalar, null or array in the way.
+    Force,
+    /// Create missing parents; an existing value in the way stops the write.
+    Soft,
+    /// The whole path must exist.
+    Existing,
+}
+
+/// A delta's mode: a built-in one, or a custom one by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode<'a> {
+    Set,
+    Insert,
+    Replace,
+    Merge,
+    Custom(&'a str),
+}
+
+impl<'a> Mode<'a> {
+    pub fn of(name: &'a str) -> Mode<'a> {
+        match name {
+            "set" => Mode::Set,
+            "insert" => Mode::Insert,
+            "replace" => Mode::Replace,
+            "merge" => Mode::Merge,
+            other => Mode::Custom(other),
+        }
+    }
+
+    fn policy(self) -> Policy {
+        match self {
+            Mode::Insert => Policy::Soft,
+            Mode::Replace => Policy::Existing,
+            _ => Policy::Force,
+        }
+    }
+}
+
+/// Runs a custom mode: `merge(current, value)`; `None` in means absent,
+/// `None` out deletes the path.
+pub trait Custom {
+    fn apply(
+        &mut self,
+        mode: &str,
+        current: Option<Value>,
+        value: Value,
+    ) -> Result<Option<Value>, String>;
+}
+
+/// No custom modes: a fold that meets one fails naming it.
+pub struct BuiltinsOnly;
+
+impl Custom for BuiltinsOnly {
+    fn apply(&mut self, mode: &str, _: Option<Value>, _: Value) -> Result<Option<Value>, String> {
+        Err(format!("unknown mode '{mode}' (is its file in --modes?)"))
+    }
+}
+
+/// One delta of a fold.
+pub struct Delta<'a> {
+    pub path: &'a [String],
+    pub mode: Mode<'a>,
+    pub value: Value,
+}
+
+/// Why a fold failed: the index of the delta and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub delta: usize,
+    pub message: String,
+}
+
+/// What a step did to the node it was given.
+enum Out {
+    /// Nothing changed anywhere.
+    Keep,
+    /// The node was modified in place.
+    Changed,
+    /// The node is to be removed from its parent.
+    Delete,
+    /// The node is to be replaced by this value.
+    Put(Value),
+}
+
+/// `doc = fold(base or {}, deltas)`: each delta applied to the result of the
+/// one before.
+pub fn fold<'a>(
+    base: Option<Value>,
+    deltas: impl IntoIterator<Item = Delta<'a>>,
+    custom: &mut dyn Custom,
+) -> Result<Value, Failed> {
+    let mut doc = base.unwrap_or_else(|| Value::Object(Map::new()));
+    for (i, d) in deltas.into_iter().enumerate() {
+        match step(Some(&mut doc), d.path, d.mode, d.value, custom) {
+            Ok(Out::Keep | Out::Changed) => {}
+            Ok(Out::Delete) => doc = Value::Object(Map::new()),
+            Ok(Out::Put(v)) => doc = v,
+            Err(message) => return Err(Failed { delta: i, message }),
+        }
+    }
+    Ok(doc)
+}
+
+/// A decimal array index (no sign, no leading zeros), or `None`. One too
+/// large for memory is past every array's end.
+fn index(seg: &str) -> Option<usize> {
+    let b = seg.as_bytes();
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    Some(seg.parse().unwrap_or(usize::MAX))
+}
+
+fn step(
+    node: Option<&mut Value>,
+    segs: &[String],
+    mode: Mode<'_>,
+    value: Value,
+    custom: &mut dyn Custom,
+) -> Result<Out, String> {
+    let Some((seg, rest)) = segs.split_first() else {
+        return leaf(node, mode, value, custom);
+    };
+    let policy = mode.policy();
+    let mut node = node;
+    if let Some(Value::Array(a)) = node.as_deref_mut() {
+        let idx = if seg == "-" {
+            Some(a.len())
+        } else {
+            index(seg)
+        };
+        match idx {
+            Some(i) if i > a.len() => return Ok(Out::Keep),
+            Some(i) => {
+                let exists = i < a.len();
+                if !exists && policy == Policy::Existing {
+                    return Ok(Out::Keep);
+                }
+                let r = step(a.get_mut(i), rest, mode, value, custom)?;
+                return Ok(match r {
+                    Out::Keep => Out::Keep,
+                    Out::Changed => Out::Changed,
+                    Out::Delete if !exists => Out::Keep,
+                    Out::Delete => {
+                        a.remove(i);
+                        Out::Changed
+                    }
+                    Out::Put(v) if exists => {
+                        a[i] = v;
+                        Out::Changed
+                    }
+                    Out::Put(v) => {
+                        a.push(v);
+                        Out::Changed
+                    }
+                });
+            }
+            // A key this array cannot index: only SET and MERGE replace it.
+            None if policy != Policy::Force => return Ok(Out::Keep),
+            None => node = None,
+        }
+    }
+    if let Some(Value::Object(m)) = node.as_deref_mut() {
+        let exists = m.contains_key(seg);
+        if !exists && policy == Policy::Existing {
+            return Ok(Out::Keep);
+        }
+        let r = step(m.get_mut(seg), rest, mode, value, custom)?;
+        return Ok(match r {
+            Out::Keep => Out::Keep,
+            Out::Changed => Out::Changed,
+            Out::Delete if !exists => Out::Keep,
+            Out::Delete => {
+                m.shift_remove(seg);
+                Out::Changed
+            }
+            Out::Put(v) => {
+                // An existing key keeps its place; a new one goes last.
+                m.insert(seg.clone(), v);
+                Out::Changed
+            }
+        });
+    }
+    // Absent, or a scalar, null or unindexable array in the way.
+    let blocked = match node {
+        Some(_) => policy != Policy::Force,
+        None => policy == Policy::Existing,
+    };
+    if blocked {
+        return Ok(Out::Keep);
+    }
+    Ok(match step(None, rest, mode, value, custom)? {
+        Out::Put(v) => {
+            let mut o = Map::new();
+            o.insert(seg.clone(), v);
+            Out::Put(Value::Object(o))
+        }
+        _ => Out::Keep,
+    })
+}
+
+fn leaf(
+    node: Option<&mut Value>,
+    mode: Mode<'_>,
+    value: Value,
+    custom: &mut dyn Custom,
+) -> Result<Out, String> {
+    Ok(match mode {
+        Mode::Set | Mode::Replace => Out::Put(value),
+        Mode::Insert => match node {
+            Some(_) => Out::Keep,
+            None => Out::Put(value),
+        },
+        Mode::Merge => match node {
+            Some(cur) => {
+                merge_patch_in_place(cur, value);
+                Out::Changed
+            }
+            None => Out::Put(merge_patch(None, value)),
+        },
+        Mode::Custom(name) => {
+            let current = node.map(std::mem::take);
+            match custom.apply(name, current, value)? {
+                Some(v) => Out::Put(v),
+                None => Out::Delete,
+            }
+        }
+    })
+}
+
+/// RFC 7396 `MergePatch(target, patch)`; a missing or non-object target
+/// counts as `{}`, a non-object patch replaces the target.
+pub fn merge_patch(target: Option<Value>, patch: Value) -> Value {
+    let mut t = target.unwrap_or(Value::Null);
+    merge_patch_in_place(&mut t, patch);
+    t
+}
+
+fn merge_patch_in_place(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(t) = target else {
+        return;
+    };
+    for (k, pv) in patch {
+        if pv.is_null() {
+            t.shift_remove(&k);
+        } else {
+            match t.get_mut(&k) {
+                Some(cur) => merge_patch_in_place(cur, pv),
+                None => {
+                    t.insert(k, merge_patch(None, pv));
+                }
+            }
+        }
+    }
+}
+
+/// The value at `segs` in `doc`, if there is one.
+pub fn get<'a>(doc: &'a Value, segs: &[String]) -> Option<&'a Value> {
+    let mut node = doc;
+    for seg in segs {
+        node = match node {
+            Value::Array(a) => a.get(index(seg)?)?,
+            Value::Object(m) => m.get(seg)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// Deepest nesting [`parse`] accepts (as `serde_json`'s own limit).
+pub const MAX_DEPTH: usize = 128;
+
+/// Parses JSON text keeping every number's exact text. (`serde_json` with
+/// `arbitrary_precision` keeps digits but rewrites exponents: `1E2` becomes
+/// `1e+2`.) Strings are decoded by `serde_json`; object keys keep their
+/// order; a repeated key keeps its first place and its last value.
+pub fn parse(text: &str) -> Result<Value, String> {
+    Parser::new(text, true).run()
+}
+
+/// Checks that `text` is JSON [`parse`] accepts, building nothing: what a
+/// write stores can always be read back.
+pub fn validate(text: &str) -> Result<(), String> {
+    Parser::new(text, false).run().map(drop)
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    text: &'a str,
+    i: usize,
+    /// Build the value; without it only the grammar is checked.
+    build: bool,
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, build: bool) -> Self {
+        Parser {
+            b: text.as_bytes(),
+            text,
+            i: 0,
+            build,
+        }
+    }
+
+    fn run(mut self) -> Result<Value, String> {
+        let v = self.value(0)?;
+        self.ws();
+        if self.i != self.b.len() {
+            return Err(self.err("trailing characters"));
+        }
+        Ok(v)
+    }
+
+    fn err(&self, what: &str) -> String {
+        format!("{what} at byte {}", self.i)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, String> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(&format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.ws();
+        match self.b.get(self.i) {
+            Some(b'{') => {
+                self.i += 1;
+                let mut m = Map::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Value::Object(m));
+                }
+                loop {
+                    self.ws();
+                    let k = self.string()?;
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b':') {
+                        return Err(self.err("expected ':'"));
+                    }
+                    self.i += 1;
+                    let v = self.value(depth + 1)?;
+                    if self.build {
+                        m.insert(k, v);
+                    }
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Value::Object(m));
+                        }
+                        _ => return Err(self.err("expected ',' or '}'")),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut a = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Value::Array(a));
+                }
+                loop {
+                    let v = self.value(depth + 1)?;
+                    if self.build {
+                        a.push(v);
+                    }
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Value::Array(a));
+                        }
+                        _ => return Err(self.err("expected ',' or ']'")),
+                    }
+                }
+            }
+            Some(b'"') => self.string().map(Value::String),
+            Some(b't') => self.word("true", Value::Bool(true)),
+            Some(b'f') => self.word("false", Value::Bool(false)),
+            Some(b'n') => self.word("null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.err("expected a JSON value")),
+        }
+    }
+
+    fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
+        if self.b[self.i..].starts_with(w.as_bytes()) {
+            self.i += w.len();
+            Ok(v)
+        } else {
+            Err(self.err("expected a JSON value"))
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Result<Value, String> {
+        let start = self.i;
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        if !self.build {
+            return Ok(Value::Null);
+        }
+        let text = &self.text[start..self.i];
+        Ok(Value::Number(serde_json::Number::from_string_unchecked(
+            text.to_string(),
+        )))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        if self.b.get(self.i) != Some(&b'"') {
+            return Err(self.err("expected a string"));
+        }
+        let start = self.i;
+        self.i += 1;
+        let mut plain = true;
+        loop {
+            match self.b.get(self.i) {
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    plain = false;
+                    self.i += 2;
+                }
+                Some(c) if *c < 0x20 => return Err(self.err("control character in a string")),
+                Some(_) => self.i += 1,
+                None => return Err(self.err("unterminated string")),
+            }
+        }
+        self.i += 1;
+        if plain {
+            return Ok(if self.build {
+                self.text[start + 1..self.i - 1].to_string()
+            } else {
+                String::new()
+            });
+        }
+        serde_json::from_str(&self.text[start..self.i]).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Vec<String> {
+        lake_shared::path::parse(s).unwrap()
+    }
+
+    fn v(s: &str) -> Value {
+        parse(s).unwrap()
+    }
+
+    #[test]
+    fn parse_keeps_numbers_and_refuses_bad_json() {
+        for t in [
+            "1E2",
+            "1e2",
+            "-0",
+            "0.10",
+            "1.5E-7",
+            "123456789012345678901234567890",
+            "-1e+2",
+        ] {
+            assert_eq!(serde_json::to_string(&v(t)).unwrap(), t);
+        }
+        assert_eq!(
+            serde_json::to_string(&v(
+                r#" { "a\u0041" : [ "x\n\u00e9", true , null ] , "b":{} } "#
+            ))
+            .unwrap(),
+            r#"{"aA":["x\né",true,null],"b":{}}"#
+        );
+        for bad in [
+            "",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "+1",
+            "[1,]",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "tru",
+            "\"a",
+            "\"\u{1}\"",
+            "[1] x",
+            "\"\\ud800\"",
+            "nan",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+            assert!(validate(bad).is_err(), "{bad:?} validated");
+        }
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        assert!(parse(&deep).unwrap_err().contains("deeper"));
+        assert!(validate(&deep).unwrap_err().contains("deeper"));
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+    }
+
+    fn run(base: Option<&str>, deltas: &[(&str, &str, &str)]) -> String {
+        let paths: Vec<Vec<String>> = deltas.iter().map(|d| p(d.0)).collect();
+        let doc = fold(
+            base.map(v),
+            deltas.iter().zip(&paths).map(|(d, path)| Delta {
+                path,
+                mode: Mode::of(d.1),
+                value: v(d.2),
+            }),
+            &mut BuiltinsOnly,
+        )
+        .unwrap();
+        serde_json::to_string(&doc).unwrap()
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        assert_eq!(
+            run(
+                None,
+                &[(
+                    "$",
+                    "set",
+                    r#"{"n":12345678901234567,"d":1.50,"e":1E+2,"z":-0}"#
+                )]
+            ),
+            r#"{"n":12345678901234567,"d":1.50,"e":1E+2,"z":-0}"#
+        );
+        assert_eq!(
+            run(
+                Some(r#"{"a":{"x":123456789012345678901234567890}}"#),
+                &[("a", "merge", r#"{"y":0.1000}"#)]
+            ),
+            r#"{"a":{"x":123456789012345678901234567890,"y":0.1000}}"#
+        );
+    }
+
+    #[test]
+    fn key_order_is_first_write_order() {
+        assert_eq!(
+            run(
+                None,
+                &[
+                    ("b", "set", "1"),
+                    ("a", "set", "2"),
+                    ("1", "set", "3"),
+                    ("b", "set", "4")
+                ]
+            ),
+            r#"{"b":4,"a":2,"1":3}"#
+        );
+        assert_eq!(
+            run(
+                Some(r#"{"b":1,"a":2}"#),
+                &[("$", "merge", r#"{"b":null}"#), ("b", "set", "5")]
+            ),
+            r#"{"a":2,"b":5}"#
+        );
+    }
+
+    #[test]
+    fn modes_on_paths_and_arrays() {
+        assert_eq!(
+            run(None, &[("a.b.c", "set", "1")]),
+            r#"{"a":{"b":{"c":1}}}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":5}"#), &[("a.b", "set", "1")]),
+            r#"{"a":{"b":1}}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":5}"#), &[("a.b", "insert", "1")]),
+            r#"{"a":5}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":1}"#), &[("a", "insert", "2")]),
+            r#"{"a":1}"#
+        );
+        assert_eq!(run(None, &[("a.b", "replace", "2")]), "{}");
+        assert_eq!(
+            run(Some(r#"{"a":[1,2]}"#), &[("a.-", "set", "3")]),
+            r#"{"a":[1,2,3]}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":[1,2]}"#), &[("a.2", "set", "3")]),
+            r#"{"a":[1,2,3]}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":[1,2]}"#), &[("a.3", "set", "3")]),
+            r#"{"a":[1,2]}"#
+        );
+        assert_eq!(
+            run(
+                Some(r#"{"a":[1,2]}"#),
+                &[("a.99999999999999999999999", "set", "3")]
+            ),
+            r#"{"a":[1,2]}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":[1,2]}"#), &[("a.0", "replace", "9")]),
+            r#"{"a":[9,2]}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":[1,2]}"#), &[("a.x", "set", "9")]),
+            r#"{"a":{"x":9}}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":[1,2]}"#), &[("a.x", "merge", "9")]),
+            r#"{"a":{"x":9}}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":[1,2]}"#), &[("a.x", "insert", "9")]),
+            r#"{"a":[1,2]}"#
+        );
+        assert_eq!(
+            run(None, &[("/__proto__/x", "set", "1")]),
+            r#"{"__proto__":{"x":1}}"#
+        );
+    }
+
+    #[test]
+    fn merge_is_a_left_fold_and_null_is_a_document() {
+        // Pre-combining these patches would resurrect "b".
+        assert_eq!(
+            run(
+                Some(r#"{"k":{"a":1,"b":2}}"#),
+                &[
+                    ("$", "merge", r#"{"k":null}"#),
+                    ("$", "merge", r#"{"k":{"a":1}}"#)
+                ]
+            ),
+            r#"{"k":{"a":1}}"#
+        );
+        assert_eq!(
+            run(Some(r#"{"a":"foo"}"#), &[("$", "merge", "null")]),
+            "null"
+        );
+        assert_eq!(run(None, &[("a", "merge", r#"{"x":null}"#)]), r#"{"a":{}}"#);
+    }
+
+    #[test]
+    fn rfc7396_appendix_a() {
+        let cases = [
+            (r#"{"a":"b"}"#, r#"{"a":"c"}"#, r#"{"a":"c"}"#),
+            (r#"{"a":"b"}"#, r#"{"b":"c"}"#, r#"{"a":"b","b":"c"}"#),
+            (r#"{"a":"b"}"#, r#"{"a":null}"#, r#"{}"#),
+            (r#"{"a":"b","b":"c"}"#, r#"{"a":null}"#, r#"{"b":"c"}"#),
+            (r#"{"a":["b"]}"#, r#"{"a":"c"}"#, r#"{"a":"c"}"#),
+            (r#"{"a":"c"}"#, r#"{"a":["b"]}"#, r#"{"a":["b"]}"#),
+            (
+                r#"{"a":{"b":"c"}}"#,
+                r#"{"a":{"b":"d","c":null}}"#,
+                r#"{"a":{"b":"d"}}"#,
+            ),
+            (r#"{"a":[{"b":"c"}]}"#, r#"{"a":[1]}"#, r#"{"a":[1]}"#),
+            (r#"["a","b"]"#, r#"["c","d"]"#, r#"["c","d"]"#),
+            (r#"{"a":"b"}"#, r#"["c"]"#, r#"["c"]"#),
+            (r#"{"a":"foo"}"#, "null", "null"),
+            (r#"{"a":"foo"}"#, r#""bar""#, r#""bar""#),
+            (r#"{"e":null}"#, r#"{"a":1}"#, r#"{"e":null,"a":1}"#),
+            ("[1,2]", r#"{"a":"b","c":null}"#, r#"{"a":"b"}"#),
+            ("{}", r#"{"a":{"bb":{"ccc":null}}}"#, r#"{"a":{"bb":{}}}"#),
+        ];
+        for (target, patch, want) in cases {
+            assert_eq!(
+                run(Some(target), &[("$", "merge", patch)]),
+                want,
+                "{target} + {patch}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_custom_mode_names_the_delta() {
+        let path = p("a");
+        let e = fold(
+            None,
+            [
+                Delta {
+                    path: &path,
+                    mode: Mode::Set,
+                    value: v("1"),
+                },
+                Delta {
+                    path: &path,
+                    mode: Mode::of("incr"),
+                    value: v("1"),
+                },
+            ],
+            &mut BuiltinsOnly,
+        )
+        .unwrap_err();
+        assert_eq!(e.delta, 1);
+        assert!(e.message.contains("incr"), "{}", e.message);
+    }
+
+    #[test]
+    fn get_walks_objects_and_arrays() {
+        let d = v(r#"{"a":[{"b":null}]}"#);
+        assert_eq!(get(&d, &p("a.0.b")), Some(&Value::Null));
+        assert_eq!(get(&d, &p("a.1")), None);
+        assert_eq!(get(&d, &p("a.x")), None);
+        assert_eq!(get(&d, &p("$")), Some(&d));
+    }
+}
