@@ -20,6 +20,7 @@ pub struct Stats {
     pub rps: f64,
     pub p50_us: u64,
     pub p99_us: u64,
+    pub max_us: u64,
 }
 
 impl Stats {
@@ -45,6 +46,7 @@ impl Stats {
             rps: lat.len() as f64 / secs.max(1e-9),
             p50_us: pct(0.50),
             p99_us: pct(0.99),
+            max_us: pct(1.0),
         }
     }
 }

@@ -43,6 +43,10 @@ struct Args {
     /// Where the raw results go.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
+    /// Only measure `PING` while one client writes values of these sizes
+    /// (MiB), e.g. `--large-values 8,32`, and print that table.
+    #[arg(long, value_delimiter = ',')]
+    large_values: Vec<usize>,
 }
 
 /// The clients count the targets are set at.
@@ -196,8 +200,70 @@ fn fmt_cell(s: &Stats) -> String {
     )
 }
 
+/// A JSON array of small objects, about `bytes` long: what a large document
+/// write looks like (numbers, strings, nesting), not one long string.
+fn large_value(bytes: usize) -> String {
+    let item = r#"{"id":1234567,"name":"lake-item","tags":["a","b"],"v":[1.5,2,3e2],"ok":true}"#;
+    let mut s = String::with_capacity(bytes + item.len() + 2);
+    s.push('[');
+    while s.len() + item.len() + 1 < bytes {
+        if s.len() > 1 {
+            s.push(',');
+        }
+        s.push_str(item);
+    }
+    s.push(']');
+    s
+}
+
+/// `PING` latency while one client writes large values: how long a write's
+/// work holds Redis's main thread.
+fn large_values(sizes: &[usize], secs: f64) {
+    let lake = Lake::with(Options {
+        store: StoreKind::Local,
+        timeout_ms: 60_000,
+        ..Options::default()
+    });
+    let idle = ping_probe(lake.port, secs).join().expect("probe");
+    println!("| value | writes | write p50 | PING p50 | PING p99 | PING max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let us = |v: u64| format!("{:.2} ms", v as f64 / 1000.0);
+    println!(
+        "| none (idle) | - | - | {} | {} | {} |",
+        us(idle.p50_us),
+        us(idle.p99_us),
+        us(idle.max_us)
+    );
+    for &mib in sizes {
+        let value = large_value(mib << 20);
+        let probe = ping_probe(lake.port, secs);
+        let mut con = lake.con();
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let mut lat = Vec::new();
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            lake_tests::write(&mut con, "large", "doc", &value).expect("large write");
+            lat.push(t.elapsed().as_micros() as u32);
+        }
+        let ping = probe.join().expect("probe");
+        let w = Stats::from_latencies(lat, 0, None, secs);
+        println!(
+            "| {mib} MiB | {} | {} | {} | {} | {} |",
+            w.ops,
+            us(w.p50_us),
+            us(ping.p50_us),
+            us(ping.p99_us),
+            us(ping.max_us)
+        );
+    }
+}
+
 fn main() {
     let mut a = Args::parse();
+    if !a.large_values.is_empty() {
+        large_values(&a.large_values, a.secs.max(5.0));
+        return;
+    }
     if a.quick {
         a.secs = 0.2;
         a.clients = vec![1, 8];

@@ -119,8 +119,14 @@ impl Client {
     }
 
     pub fn submit(&self, req: &Request, done: Completion) {
+        self.submit_with_tail(req, &[], done)
+    }
+
+    /// Like [`Client::submit`], with `tail` copied after the message (a
+    /// `Put`'s value).
+    pub fn submit_with_tail(&self, req: &Request, tail: &[u8], done: Completion) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = proto::encode(id, req);
+        let frame = proto::encode_with_tail(id, req, tail);
         let pending = Pending {
             deadline: Instant::now() + self.shared.timeout,
             conn: 0,

@@ -4,7 +4,9 @@
 //!
 //! Invariants (see DESIGN.md):
 //! - Bad input is refused before anything is sent: nothing stored, nothing
-//!   indexed.
+//!   indexed. The one exception is the value's JSON, which the sidecar
+//!   checks (parsing a large value here would stall Redis): an invalid value
+//!   is refused there with `ERR`, before anything is stored.
 //! - A delta is indexed only after the sidecar reported it stored; its stamp
 //!   is allocated then, under the lock, above the newest delta and snapshot.
 //! - Every ZADD is issued with replication, so replicas and the AOF see the
@@ -88,8 +90,6 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     } else {
         "set".to_string()
     };
-    let value = RawValue::from_string(arg_str(&args[3], "value")?.to_string())
-        .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
     check_can_block(ctx, "LAKE.WRITE")?;
     let access = owner::check_command(ctx, cat, Op::Write)?;
     let client = state::client()?;
@@ -101,12 +101,15 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         uuid: uuid.clone(),
         field: field.to_string(),
         mode,
-        value,
+        value: Vec::new(),
     });
     let (cat, member) = (cat.to_string(), member::encode(field, &uuid));
     let bc = Blocked::new(ctx)?;
-    client.submit(
+    // The value goes as the frame's tail: one copy, no parse here (the
+    // sidecar checks it is JSON and answers ERR if not).
+    client.submit_with_tail(
         &req,
+        args[3].as_slice(),
         Box::new(move |res| match res {
             Ok(Response::Stored(_)) => bc.commit(Box::new(move |ctx| {
                 check_shared_store(ctx)?;
