@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use lake_shared::cluster::{catalog_slot, key_slot, Myself};
 
-use crate::{s3_client, s3_list, s3_test_server, sidecar, target_dir, wait_for};
+use crate::{log_to, s3_client, s3_list, s3_test_server, sidecar, target_dir, wait_for};
 
 /// A port `p` with `p` and `p + 10000` free, never handed out twice in this
 /// process. Both lie below 32768, outside the kernel's ephemeral range, so
@@ -90,14 +90,6 @@ impl Drop for Cluster {
     }
 }
 
-fn log_file(path: PathBuf) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("log file")
-}
-
 impl Cluster {
     /// `primaries` primaries with `replicas` replicas each, formed with
     /// `redis-cli --cluster create`, every node answering `cluster_state:ok`.
@@ -114,8 +106,8 @@ impl Cluster {
             .expect("tempdir");
         let s3_port = crate::free_port();
         let s3 = s3_test_server(&dir.path().join("s3root"), s3_port)
-            .stdout(log_file(dir.path().join("s3.log")))
-            .stderr(log_file(dir.path().join("s3.log")))
+            .stdout(log_to(&dir.path().join("s3.log")))
+            .stderr(log_to(&dir.path().join("s3.log")))
             .spawn()
             .expect("spawn lake-s3-test-server");
         wait_for("the S3 server", Duration::from_secs(30), || {
@@ -143,8 +135,8 @@ impl Cluster {
                 format!("s3://{}/{}", crate::BUCKET, crate::PREFIX)
             };
             let side = sidecar(&socket, &store, Some(s3_port))
-                .stdout(log_file(ndir.join("sidecar.log")))
-                .stderr(log_file(ndir.join("sidecar.log")))
+                .stdout(log_to(&ndir.join("sidecar.log")))
+                .stderr(log_to(&ndir.join("sidecar.log")))
                 .spawn()
                 .expect("spawn lake-sidecar");
             wait_for("a sidecar socket", Duration::from_secs(20), || {
@@ -162,8 +154,8 @@ impl Cluster {
                 .arg("socket")
                 .arg(&socket)
                 .args(["timeout-ms", &timeout_ms.to_string()])
-                .stdout(log_file(ndir.join("redis.log")))
-                .stderr(log_file(ndir.join("redis.log")))
+                .stdout(log_to(&ndir.join("redis.log")))
+                .stderr(log_to(&ndir.join("redis.log")))
                 .spawn()
                 .expect("spawn redis-server");
             c.nodes.push(Node {

@@ -178,7 +178,7 @@ impl Drop for Replica {
 }
 
 /// Appends to the file at `path`.
-fn log_to(path: &Path) -> std::fs::File {
+pub(crate) fn log_to(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -648,9 +648,10 @@ impl Drop for Lake {
     }
 }
 
-/// `LAKE.WRITE`; returns `(uuid, stamp)` or the error text.
+/// `LAKE.WRITE`; returns `(uuid, stamp)` or the error text. Any connection
+/// (a cluster connection routes by the catalog).
 pub fn write(
-    con: &mut redis::Connection,
+    con: &mut impl redis::ConnectionLike,
     cat: &str,
     field: &str,
     json: &str,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lake_shared::cluster::catalog_slot;
 use lake_tests::cluster::Cluster;
-use lake_tests::{err_text, wait_for, zrange};
+use lake_tests::{err_text, wait_for, write, zrange};
 use redis::ConnectionLike;
 use serde_json::json;
 
@@ -24,20 +24,6 @@ struct Ack {
     field: String,
     uuid: String,
     stamp: i64,
-}
-
-fn write_on(
-    con: &mut impl ConnectionLike,
-    cat: &str,
-    field: &str,
-    json: &str,
-) -> Result<(String, i64), String> {
-    redis::cmd("LAKE.WRITE")
-        .arg(cat)
-        .arg(field)
-        .arg(json)
-        .query::<(String, i64)>(con)
-        .map_err(err_text)
 }
 
 fn read_on(con: &mut impl ConnectionLike, cat: &str, args: &[&str]) -> serde_json::Value {
@@ -76,7 +62,7 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let cat = &cats[(t + i) % cats.len()];
                         let field = format!("w{t}.n{i}");
-                        match write_on(&mut con, cat, &field, &i.to_string()) {
+                        match write(&mut con, cat, &field, &i.to_string()) {
                             Ok((uuid, stamp)) => {
                                 acked.fetch_add(1, Ordering::Relaxed);
                                 acks.push(Ack {
@@ -169,7 +155,7 @@ fn routes_every_catalog_to_its_owner_and_commits_snapshots_there() {
     let cats: Vec<String> = (0..120).map(|i| format!("route/{i}")).collect();
     for c in &cats {
         for f in ["a", "b", "c"] {
-            write_on(&mut cc, c, f, &format!("\"{c}.{f}\"")).expect("write");
+            write(&mut cc, c, f, &format!("\"{c}.{f}\"")).expect("write");
         }
     }
     let mut owners = HashSet::new();
@@ -200,7 +186,7 @@ fn gc_on_every_primary_deletes_only_its_own_orphans() {
     let cats: Vec<String> = (0..300).map(|i| format!("gc/{i}")).collect();
     for c in &cats {
         for f in ["a", "b", "c"] {
-            write_on(&mut cc, c, f, "1").expect("write");
+            write(&mut cc, c, f, "1").expect("write");
         }
     }
     let dropped: Vec<&String> = cats.iter().step_by(10).collect();
@@ -353,7 +339,7 @@ fn primary_killed_under_load_keeps_every_write_wait_confirmed() {
                     let cat = &cats[(t + i) % cats.len()];
                     let field = format!("w{t}.n{i}");
                     i += 1;
-                    let Ok((uuid, stamp)) = write_on(&mut con, cat, &field, "1") else {
+                    let Ok((uuid, stamp)) = write(&mut con, cat, &field, "1") else {
                         break;
                     };
                     // Only a write a replica confirmed may be expected to
@@ -449,14 +435,14 @@ fn migration_steps_keep_index_writes_with_their_keys() {
     let mut b = cluster.con(dst);
     let mut acked = Vec::new();
     for f in ["x", "y"] {
-        acked.push(write_on(&mut a, cat, f, "1").unwrap());
+        acked.push(write(&mut a, cat, f, "1").unwrap());
     }
     read_on(&mut a, cat, &["SNAP"]);
 
     // A write in flight on the source while the slot starts to move.
     cluster.signal_sidecar(src, "STOP");
     let mut a2 = cluster.con(src);
-    let in_flight = std::thread::spawn(move || write_on(&mut a2, cat, "late", "1"));
+    let in_flight = std::thread::spawn(move || write(&mut a2, cat, "late", "1"));
     wait_for("the write to block", Duration::from_secs(10), || {
         let info: String = redis::cmd("INFO").arg("clients").query(&mut a).unwrap();
         info.contains("blocked_clients:1")
@@ -475,10 +461,10 @@ fn migration_steps_keep_index_writes_with_their_keys() {
 
     // Redis sends the catalog to the target; its keys are still on the
     // source, so the target asks the client to retry.
-    let e = write_on(&mut a, cat, "z", "1").unwrap_err();
+    let e = write(&mut a, cat, "z", "1").unwrap_err();
     assert!(e.starts_with("ASK"), "{e}");
     redis::cmd("ASKING").query::<String>(&mut b).unwrap();
-    let e = write_on(&mut b, cat, "z", "1").unwrap_err();
+    let e = write(&mut b, cat, "z", "1").unwrap_err();
     assert!(e.starts_with("TRYAGAIN"), "{e}");
     redis::cmd("ASKING").query::<String>(&mut b).unwrap();
     let e = redis::cmd("LAKE.READ")
@@ -521,7 +507,7 @@ fn migration_steps_keep_index_writes_with_their_keys() {
 
     // With the keys on the target, ASKING commands work there; repairs wait.
     redis::cmd("ASKING").query::<String>(&mut b).unwrap();
-    acked.push(write_on(&mut b, cat, "z", "1").expect("ASKING write"));
+    acked.push(write(&mut b, cat, "z", "1").expect("ASKING write"));
     redis::cmd("ASKING").query::<String>(&mut b).unwrap();
     assert_eq!(read_on(&mut b, cat, &[]), json!({"x":1,"y":1,"z":1}));
     redis::cmd("ASKING").query::<String>(&mut b).unwrap();
@@ -556,7 +542,7 @@ fn a_cluster_on_local_stores_refuses_writes() {
     let mut cluster = Cluster::start_with(3, 0, 5000, true);
     let mut cc = cluster.cluster_con();
     for i in 0..3 {
-        let e = write_on(&mut cc, &format!("loc{i}"), "a", "1").unwrap_err();
+        let e = write(&mut cc, &format!("loc{i}"), "a", "1").unwrap_err();
         assert!(e.starts_with("ERR") && e.contains("local://"), "{e}");
     }
     for i in 0..3 {
