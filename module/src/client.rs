@@ -57,6 +57,8 @@ struct Shared {
     /// The connected sidecar said its store is `local://` (one machine's
     /// disk): wrong under replication or in a cluster.
     local_store: AtomicBool,
+    /// A handshaken connection to the sidecar is open.
+    connected: AtomicBool,
     max_inflight: usize,
     unsolicited: Unsolicited,
 }
@@ -80,6 +82,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             broken: AtomicU64::new(0),
             local_store: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
             max_inflight,
             unsolicited,
         });
@@ -110,6 +113,16 @@ impl Client {
             )));
         }
         Ok(())
+    }
+
+    /// Whether a handshaken connection to the sidecar is open.
+    pub fn connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Requests waiting for the sidecar's answer.
+    pub fn in_flight(&self) -> usize {
+        self.shared.pending.lock().map_or(0, |m| m.len())
     }
 
     /// Whether the sidecar (as of its last handshake) stores objects in
@@ -268,6 +281,7 @@ fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
         }
     }
     rd.get_ref().set_read_timeout(None).map_err(down)?;
+    shared.connected.store(true, Ordering::Release);
     let s = shared.clone();
     std::thread::Builder::new()
         .name("lake-reader".into())
@@ -383,6 +397,7 @@ fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u
         }
         run_answers(answers, shared.unsolicited);
     }
+    shared.connected.store(false, Ordering::Release);
     shared.broken.fetch_max(generation, Ordering::AcqRel);
     let _ = rd.get_ref().shutdown(std::net::Shutdown::Both);
     shared.fail_connection(generation, "lost the connection to the sidecar");

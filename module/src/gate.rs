@@ -55,6 +55,11 @@ pub fn init(ctx: &Context) -> Result<(), LakeError> {
     Ok(())
 }
 
+/// Completions parked now (waiting for writes to be unpaused).
+pub fn parked() -> usize {
+    PARKED.lock().map_or(0, |q| q.len())
+}
+
 /// Parks a completion that commits; the hook releases it when writes are
 /// not paused. Any thread.
 pub fn park(bc: Blocked, job: Job) {

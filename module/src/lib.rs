@@ -14,9 +14,10 @@ mod config;
 mod gate;
 mod owner;
 mod reply;
+mod stats;
 mod zset;
 
-use redis_module::{redis_module, Context, RedisResult, RedisString, Status};
+use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
 
 mod state {
     //! Process-wide state, set once at load.
@@ -69,6 +70,9 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     owner::init(ctx);
+    if let Some(register) = unsafe { redis_module::raw::RedisModule_RegisterInfoFunc } {
+        unsafe { register(ctx.ctx, Some(info)) };
+    }
     ctx.log_notice(&format!(
         "lake: sidecar socket {}, timeout {} ms, snapshot-every {}",
         cfg.socket.display(),
@@ -112,8 +116,22 @@ fn lake_gc(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("LAKE.GC", commands::gc, ctx, args)
 }
 
+fn lake_history(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.HISTORY", commands::history, ctx, args)
+}
+
+fn lake_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.INFO", commands::info, ctx, args)
+}
+
 fn lake_drop(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("LAKE.DROP", commands::drop_catalog, ctx, args)
+}
+
+/// `INFO lake`: the module's counters ([`stats`]). Registered by hand in
+/// `init` (the macro's `info:` needs a crate this build does not use).
+extern "C" fn info(ctx: *mut redis_module::raw::RedisModuleInfoCtx, _for_crash_report: i32) {
+    let _ = std::panic::catch_unwind(|| stats::info(&InfoContext::new(ctx)));
 }
 
 redis_module! {
@@ -128,5 +146,7 @@ redis_module! {
         ["lake.remove", lake_remove, "write", 1, 1, 1, ""],
         ["lake.drop", lake_drop, "write", 1, 1, 1, ""],
         ["lake.gc", lake_gc, "readonly admin", 0, 0, 0, ""],
+        ["lake.history", lake_history, "readonly", 1, 1, 1, ""],
+        ["lake.info", lake_info, "readonly", 1, 1, 1, ""],
     ],
 }

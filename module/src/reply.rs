@@ -7,6 +7,7 @@ use redis_module::{RedisError, RedisResult, RedisValue};
 
 /// A Lake error as a Redis error reply.
 pub fn error(e: &LakeError) -> RedisError {
+    crate::stats::error(e.kind);
     RedisError::String(e.reply_text())
 }
 

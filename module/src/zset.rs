@@ -15,7 +15,8 @@
 //!   and the key closed on every path (`Range`'s `Drop`).
 //! - Stamps are integers below 2^53, so the doubles are exact.
 
-use lake_shared::{stamp, LakeError};
+use lake_shared::stamp::{self, Bound};
+use lake_shared::LakeError;
 use redis_module::{raw, Context, KeyType, RedisString};
 
 /// One sorted-set element.
@@ -103,14 +104,13 @@ fn element(ctx: &Context, k: *mut raw::RedisModuleKey) -> Result<Option<Element>
     Ok(Some(Element { member, score }))
 }
 
-/// Starts a range over `[min, max]` (`min_exclusive` drops `min` itself),
-/// from the lowest score, or from the highest with `reverse`.
+/// Starts a range between `lo` and `hi`, from the lowest score, or from the
+/// highest with `reverse`.
 fn range(
     ctx: &Context,
     name: &str,
-    min: f64,
-    min_exclusive: bool,
-    max: f64,
+    lo: Bound,
+    hi: Bound,
     reverse: bool,
 ) -> Result<Option<Range>, LakeError> {
     let Some(r) = open(ctx, &ctx.create_string(name), name, false)? else {
@@ -124,17 +124,23 @@ fn range(
         }
     }
     .ok_or_else(|| LakeError::internal("the zset API is missing"))?;
-    if unsafe { start(r.ptr(), min, max, i32::from(min_exclusive), 0) }
-        != raw::REDISMODULE_OK as i32
-    {
+    let ex = |b: Bound| i32::from(b.exclusive);
+    if unsafe { start(r.ptr(), lo.score, hi.score, ex(lo), ex(hi)) } != raw::REDISMODULE_OK as i32 {
         return Err(LakeError::internal(format!("cannot iterate '{name}'")));
     }
     Ok(Some(r))
 }
 
+fn upto(max: f64) -> Bound {
+    Bound {
+        score: max,
+        exclusive: false,
+    }
+}
+
 /// The element with the highest score at or below `max`.
 pub fn last_at_or_below(ctx: &Context, name: &str, max: f64) -> Result<Option<Element>, LakeError> {
-    match range(ctx, name, f64::NEG_INFINITY, false, max, true)? {
+    match range(ctx, name, Bound::LOWEST, upto(max), true)? {
         Some(r) => element(ctx, r.ptr()),
         None => Ok(None),
     }
@@ -153,13 +159,33 @@ pub fn after(
     after: Option<i64>,
     max: f64,
 ) -> Result<Vec<Element>, LakeError> {
-    let min = after.map_or(f64::NEG_INFINITY, |s| s as f64);
-    let Some(r) = range(ctx, name, min, after.is_some(), max, false)? else {
+    let lo = after.map_or(Bound::LOWEST, |s| Bound {
+        score: s as f64,
+        exclusive: true,
+    });
+    page(ctx, name, lo, upto(max), false, usize::MAX)
+}
+
+/// At most `count` elements between `lo` and `hi`, in score order (highest
+/// first with `reverse`). Costs O(log n + count) on the main thread.
+pub fn page(
+    ctx: &Context,
+    name: &str,
+    lo: Bound,
+    hi: Bound,
+    reverse: bool,
+    count: usize,
+) -> Result<Vec<Element>, LakeError> {
+    let Some(r) = range(ctx, name, lo, hi, reverse)? else {
         return Ok(Vec::new());
     };
     let fns = unsafe {
         (
-            raw::RedisModule_ZsetRangeNext,
+            if reverse {
+                raw::RedisModule_ZsetRangePrev
+            } else {
+                raw::RedisModule_ZsetRangeNext
+            },
             raw::RedisModule_ZsetRangeEndReached,
         )
     };
@@ -167,7 +193,7 @@ pub fn after(
         return Err(LakeError::internal("the zset API is missing"));
     };
     let mut out = Vec::new();
-    while unsafe { end(r.ptr()) } == 0 {
+    while out.len() < count && unsafe { end(r.ptr()) } == 0 {
         match element(ctx, r.ptr())? {
             Some(e) => out.push(e),
             None => break,
@@ -177,6 +203,15 @@ pub fn after(
         }
     }
     Ok(out)
+}
+
+/// The number of elements of `name` (0 when it does not exist).
+pub fn len(ctx: &Context, name: &str) -> Result<usize, LakeError> {
+    let Some(r) = open(ctx, &ctx.create_string(name), name, false)? else {
+        return Ok(0);
+    };
+    let n = unsafe { raw::RedisModule_ValueLength.map_or(0, |f| f(r.ptr())) };
+    Ok(n)
 }
 
 /// `ZADD name score member`, natively, then the same `ZADD` replicated.

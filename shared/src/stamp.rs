@@ -29,9 +29,62 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// One end of a stamp range, written as `XRANGE` writes its bounds: `-`
+/// and `+` for the ends, `(` before a stamp to exclude it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bound {
+    pub score: f64,
+    pub exclusive: bool,
+}
+
+impl Bound {
+    /// Parses a bound given as `what` (for the error); `-` and `+` are the
+    /// lowest and highest stamps.
+    pub fn parse(text: &str, what: &str) -> Result<Bound, crate::LakeError> {
+        let (exclusive, num) = match text.strip_prefix('(') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let score = match num {
+            "-" => f64::NEG_INFINITY,
+            "+" => f64::INFINITY,
+            n => n.parse::<i64>().map(|v| v as f64).map_err(|_| {
+                crate::LakeError::invalid(format!(
+                    "{what} needs a stamp, '-', '+' or '(<stamp>', got '{text}'"
+                ))
+            })?,
+        };
+        Ok(Bound { score, exclusive })
+    }
+
+    pub const LOWEST: Bound = Bound {
+        score: f64::NEG_INFINITY,
+        exclusive: false,
+    };
+
+    pub const HIGHEST: Bound = Bound {
+        score: f64::INFINITY,
+        exclusive: false,
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_as_xrange_writes_them() {
+        assert_eq!(Bound::parse("-", "FROM").unwrap(), Bound::LOWEST);
+        assert_eq!(Bound::parse("+", "TO").unwrap(), Bound::HIGHEST);
+        let b = Bound::parse("(1795684521447224", "FROM").unwrap();
+        assert_eq!((b.score, b.exclusive), (1795684521447224.0, true));
+        let b = Bound::parse("42", "TO").unwrap();
+        assert_eq!((b.score, b.exclusive), (42.0, false));
+        for bad in ["", "(", "1.5", "abc", "((1"] {
+            let e = Bound::parse(bad, "FROM").unwrap_err();
+            assert!(e.message.starts_with("FROM needs"), "{bad}: {}", e.message);
+        }
+    }
 
     #[test]
     fn clock_wins_when_ahead() {

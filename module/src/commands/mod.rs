@@ -24,9 +24,15 @@ use serde_json::value::RawValue;
 
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{state, zset};
+use crate::{state, stats, zset};
 
-fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {
+mod history;
+mod info;
+
+pub use history::history;
+pub use info::info;
+
+pub(crate) fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {
     a.try_as_str()
         .map_err(|_| LakeError::invalid(format!("{what} must be valid UTF-8")))
 }
@@ -46,7 +52,7 @@ pub fn check_db(ctx: &Context) -> Result<(), LakeError> {
 }
 
 /// The catalog name at `args[i]`, validated.
-fn catalog_arg(args: &[RedisString], i: usize) -> Result<&str, LakeError> {
+pub(crate) fn catalog_arg(args: &[RedisString], i: usize) -> Result<&str, LakeError> {
     let cat = arg_str(&args[i], "catalog")?;
     catalog::validate(cat)?;
     Ok(cat)
@@ -115,6 +121,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
                 check_shared_store(ctx)?;
                 owner::check_delta_commit(ctx, &cat, access)?;
                 let stamp = commit_delta(ctx, &cat, &member)?;
+                stats::bump(&stats::WRITES);
                 Ok(RedisValue::Array(vec![
                     RedisValue::BulkString(uuid),
                     RedisValue::Integer(stamp),
@@ -232,6 +239,7 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
             // snapshot to commit (SNAP) or an error goes to the main thread.
             let out = match res {
                 Ok(Response::Doc(doc)) if doc.snapshot.is_none() => {
+                    stats::bump(&stats::READS);
                     return bc.reply_here(doc.json.as_deref().map(RawValue::get));
                 }
                 Ok(Response::Doc(doc)) => Ok((doc.snapshot, doc.json.map(|j| j.get().to_string()))),
@@ -244,6 +252,7 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
                     if let Some(s) = &snapshot {
                         commit_snapshot(ctx, &cat, s, fence)?;
                     }
+                    stats::bump(&stats::READS);
                     Ok(text.map_or(RedisValue::Null, RedisValue::BulkString))
                 })),
                 Err(e) => bc.finish(Box::new(move |_| Err(e))),
@@ -314,14 +323,16 @@ fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Resu
         &catalog::snap_key(cat),
         snap.covers,
         &member::encode_snap(&snap.uuid),
-    )
+    )?;
+    stats::bump(&stats::SNAPSHOT_COMMITS);
+    Ok(())
 }
 
 fn zadd(ctx: &Context, key: &str, score: i64, member: &str) -> Result<(), LakeError> {
     zset::add_replicated(ctx, key, score, member)
 }
 
-fn read_fence(ctx: &Context, cat: &str) -> Result<i64, LakeError> {
+pub(crate) fn read_fence(ctx: &Context, cat: &str) -> Result<i64, LakeError> {
     match ctx.call("GET", &[catalog::fence_key(cat).as_str()]) {
         Ok(RedisValue::Null) => Ok(0),
         Ok(v) => value_string(v)?.parse().map_err(|_| {
