@@ -21,6 +21,9 @@ pub struct Config {
     pub max_inflight: usize,
     /// LAKE.GC keeps unreferenced objects younger than this.
     pub gc_grace_secs: u64,
+    /// History older than this (covered by a snapshot) may be compacted;
+    /// 0 keeps everything. A catalog may override it (`LAKE.RETENTION`).
+    pub retention_secs: u64,
 }
 
 impl Config {
@@ -31,9 +34,10 @@ impl Config {
         let mut max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
         let mut max_inflight: usize = 10_000;
         let mut gc_grace_secs: u64 = 3600;
+        let mut retention_secs: u64 = 0;
         if !args.len().is_multiple_of(2) {
             return Err(LakeError::invalid(
-                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>] [gc-grace-secs <n>]",
+                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>] [gc-grace-secs <n>] [retention-secs <n>]",
             ));
         }
         for pair in args.chunks(2) {
@@ -52,6 +56,7 @@ impl Config {
                 "max-value-bytes" => max_value_bytes = num("max-value-bytes")? as usize,
                 "max-inflight" => max_inflight = num("max-inflight")?.max(1) as usize,
                 "gc-grace-secs" => gc_grace_secs = num("gc-grace-secs")?,
+                "retention-secs" => retention_secs = num("retention-secs")?,
                 other => {
                     return Err(LakeError::invalid(format!(
                         "unknown module argument '{other}'"
@@ -68,6 +73,7 @@ impl Config {
             max_value_bytes,
             max_inflight,
             gc_grace_secs,
+            retention_secs,
         })
     }
 }

@@ -124,6 +124,14 @@ fn lake_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("LAKE.INFO", commands::info, ctx, args)
 }
 
+fn lake_compact(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.COMPACT", commands::compact, ctx, args)
+}
+
+fn lake_retention(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("LAKE.RETENTION", commands::set_retention, ctx, args)
+}
+
 fn lake_drop(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("LAKE.DROP", commands::drop_catalog, ctx, args)
 }
@@ -147,6 +155,8 @@ redis_module! {
         ["lake.drop", lake_drop, "write", 1, 1, 1, ""],
         ["lake.gc", lake_gc, "readonly admin", 0, 0, 0, ""],
         ["lake.history", lake_history, "readonly", 1, 1, 1, ""],
+        ["lake.compact", lake_compact, "write", 1, 1, 1, ""],
+        ["lake.retention", lake_retention, "write", 1, 1, 1, ""],
         ["lake.info", lake_info, "readonly", 1, 1, 1, ""],
     ],
 }

@@ -53,6 +53,21 @@ pub fn fence_key(name: &str) -> String {
     format!("catalog:{{{name}}}:fence")
 }
 
+/// The compaction floor of a catalog: the stamp its history starts at.
+/// Deltas at or below it, and snapshots below it, have left the index; a
+/// read `AT` an earlier stamp is refused, and no snapshot below it is
+/// committed.
+pub fn floor_key(name: &str) -> String {
+    format!("catalog:{{{name}}}:floor")
+}
+
+/// A catalog's own retention, in seconds (overrides the module's
+/// `retention-secs`), under the catalog's hash tag so it replicates and
+/// migrates with it.
+pub fn retention_key(name: &str) -> String {
+    format!("catalog:{{{name}}}:retention")
+}
+
 /// Object key (below the store prefix) of a delta body.
 pub fn delta_object(name: &str, uuid: &str) -> String {
     format!("{name}/{uuid}.json")

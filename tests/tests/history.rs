@@ -141,7 +141,7 @@ fn info_describes_a_catalog_at_one_moment() {
     let mut c3 = c3.get_connection().unwrap();
     let v: redis::Value = redis::cmd("LAKE.INFO").arg("i").query(&mut c3).unwrap();
     assert!(
-        matches!(v, redis::Value::Map(ref m) if m.len() == 9),
+        matches!(v, redis::Value::Map(ref m) if m.len() == 11),
         "{v:?}"
     );
 }

@@ -6,8 +6,9 @@
 //! Fields: `deltas`, `deltas-since-snapshot` (what a read merges beyond the
 //! newest snapshot), `first-stamp` / `last-stamp` (nil when empty),
 //! `snapshots`, `snapshot-uuid` / `snapshot-covers` (the newest snapshot,
-//! nil when none), `fence` (removals so far), `slot` (its Redis Cluster hash
-//! slot).
+//! nil when none), `fence` (removals so far), `floor` (where compacted
+//! history starts; nil when never compacted), `retention-secs` (in force;
+//! 0 keeps everything), `slot` (its Redis Cluster hash slot).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use lake_shared::{catalog, cluster, member, LakeError};
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisString, RedisValue};
 
-use super::{catalog_arg, read_fence};
+use super::{catalog_arg, read_fence, read_int};
 use crate::owner::{self, Op};
 use crate::zset;
 
@@ -63,6 +64,11 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
         }
     }
     put("fence", RedisValue::Integer(read_fence(ctx, cat)?));
+    put("floor", stamp(read_int(ctx, &catalog::floor_key(cat))?));
+    put(
+        "retention-secs",
+        RedisValue::Integer(super::compact::retention(ctx, cat)? as i64),
+    );
     put(
         "slot",
         RedisValue::Integer(i64::from(cluster::catalog_slot(cat))),

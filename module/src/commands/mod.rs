@@ -26,9 +26,11 @@ use crate::blocked::Blocked;
 use crate::owner::{self, Op};
 use crate::{state, stats, zset};
 
+pub(crate) mod compact;
 mod history;
 mod info;
 
+pub use compact::{compact, set_retention};
 pub use history::history;
 pub use info::info;
 
@@ -181,6 +183,13 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     owner::check_command(ctx, cat, Op::Read)?;
 
     // One execution: newest snapshot at or below AT, then the deltas after it.
+    if let (Some(at), Some(floor)) = (at, read_int(ctx, &catalog::floor_key(cat))?) {
+        if at < floor {
+            return Err(LakeError::invalid(format!(
+                "catalog '{cat}': history before {floor} was compacted (AT {at})"
+            )));
+        }
+    }
     let max = at.map_or(f64::INFINITY, |s| s as f64);
     let base = match zset::last_at_or_below(ctx, &catalog::snap_key(cat), max)? {
         Some(e) => Some(SnapRef {
@@ -311,6 +320,13 @@ fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Resu
     if !owner::may_commit_snapshot(ctx, cat) {
         return Ok(());
     }
+    if read_int(ctx, &catalog::floor_key(cat))?.is_some_and(|f| snap.covers < f) {
+        ctx.log_notice(&format!(
+            "lake: catalog '{cat}': snapshot {} not committed: it is older than the compacted history",
+            snap.uuid
+        ));
+        return Ok(());
+    }
     if read_fence(ctx, cat)? != fence {
         ctx.log_notice(&format!(
             "lake: catalog '{cat}': snapshot {} not committed: a delta was removed since it was built",
@@ -333,19 +349,24 @@ fn zadd(ctx: &Context, key: &str, score: i64, member: &str) -> Result<(), LakeEr
 }
 
 pub(crate) fn read_fence(ctx: &Context, cat: &str) -> Result<i64, LakeError> {
-    match ctx.call("GET", &[catalog::fence_key(cat).as_str()]) {
-        Ok(RedisValue::Null) => Ok(0),
-        Ok(v) => value_string(v)?.parse().map_err(|_| {
-            LakeError::data(format!("catalog '{cat}': fence key holds a non-integer"))
-        }),
-        Err(e) => Err(LakeError::invalid(format!(
-            "catalog '{cat}': cannot read the fence: {e}"
-        ))),
+    Ok(read_int(ctx, &catalog::fence_key(cat))?.unwrap_or(0))
+}
+
+/// An integer string key of a catalog (fence, floor, retention); `None`
+/// when it does not exist.
+pub(crate) fn read_int(ctx: &Context, key: &str) -> Result<Option<i64>, LakeError> {
+    match ctx.call("GET", &[key]) {
+        Ok(RedisValue::Null) => Ok(None),
+        Ok(v) => value_string(v)?
+            .parse()
+            .map(Some)
+            .map_err(|_| LakeError::data(format!("key '{key}' holds a non-integer"))),
+        Err(e) => Err(LakeError::invalid(format!("cannot read '{key}': {e}"))),
     }
 }
 
 /// Runs a write command from the main thread with replication.
-fn call_replicated(ctx: &Context, cmd: &str, args: &[&str]) -> Result<(), LakeError> {
+pub(crate) fn call_replicated(ctx: &Context, cmd: &str, args: &[&str]) -> Result<(), LakeError> {
     let opts = CallOptionsBuilder::new()
         .replicate()
         .errors_as_replies()
@@ -429,7 +450,16 @@ pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue,
         Err(e) => return Err(LakeError::invalid(format!("ZCARD {idx} failed: {e}"))),
     };
     call_replicated(ctx, "INCR", &[&catalog::fence_key(cat)])?;
-    call_replicated(ctx, "DEL", &[&idx, &catalog::snap_key(cat)])?;
+    call_replicated(
+        ctx,
+        "DEL",
+        &[
+            &idx,
+            &catalog::snap_key(cat),
+            &catalog::floor_key(cat),
+            &catalog::retention_key(cat),
+        ],
+    )?;
     Ok(RedisValue::Integer(n))
 }
 
