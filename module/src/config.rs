@@ -24,6 +24,8 @@ pub struct Config {
     /// History older than this (covered by a snapshot) may be compacted;
     /// 0 keeps everything. A catalog may override it (`LAKE.RETENTION`).
     pub retention_secs: u64,
+    /// How often background compaction takes a step (0: never).
+    pub compact_interval_ms: u64,
 }
 
 impl Config {
@@ -35,9 +37,10 @@ impl Config {
         let mut max_inflight: usize = 10_000;
         let mut gc_grace_secs: u64 = 3600;
         let mut retention_secs: u64 = 0;
+        let mut compact_interval_ms: u64 = 1000;
         if !args.len().is_multiple_of(2) {
             return Err(LakeError::invalid(
-                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>] [gc-grace-secs <n>] [retention-secs <n>]",
+                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>] [gc-grace-secs <n>] [retention-secs <n>] [compact-interval-ms <n>]",
             ));
         }
         for pair in args.chunks(2) {
@@ -57,6 +60,7 @@ impl Config {
                 "max-inflight" => max_inflight = num("max-inflight")?.max(1) as usize,
                 "gc-grace-secs" => gc_grace_secs = num("gc-grace-secs")?,
                 "retention-secs" => retention_secs = num("retention-secs")?,
+                "compact-interval-ms" => compact_interval_ms = num("compact-interval-ms")?,
                 other => {
                     return Err(LakeError::invalid(format!(
                         "unknown module argument '{other}'"
@@ -74,6 +78,7 @@ impl Config {
             max_inflight,
             gc_grace_secs,
             retention_secs,
+            compact_interval_ms,
         })
     }
 }

@@ -10,6 +10,7 @@
 mod blocked;
 mod client;
 mod commands;
+mod compactor;
 mod config;
 mod gate;
 mod owner;
@@ -81,6 +82,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     ));
     let _ = state::CONFIG.set(cfg);
     let _ = state::CLIENT.set(client);
+    compactor::start(ctx);
     Status::Ok
 }
 

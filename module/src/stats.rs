@@ -14,6 +14,8 @@ use redis_module::{InfoContext, RedisResult};
 pub static WRITES: AtomicU64 = AtomicU64::new(0);
 pub static READS: AtomicU64 = AtomicU64::new(0);
 pub static SNAPSHOT_COMMITS: AtomicU64 = AtomicU64::new(0);
+/// Background compaction steps that removed something.
+pub static COMPACTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Error replies, by kind (index: [`KINDS`]).
 static ERRORS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
@@ -53,7 +55,8 @@ pub fn info(ctx: &InfoContext) -> RedisResult<()> {
         .field("commits_parked", crate::gate::parked() as u64)?
         .field("writes", get(&WRITES))?
         .field("reads", get(&READS))?
-        .field("snapshot_commits", get(&SNAPSHOT_COMMITS))?;
+        .field("snapshot_commits", get(&SNAPSHOT_COMMITS))?
+        .field("compactions", get(&COMPACTIONS))?;
     for (k, c) in KINDS.iter().zip(&ERRORS) {
         let name = format!("errors_{}", k.prefix().to_ascii_lowercase());
         section = section.field(&name, get(c))?;

@@ -244,3 +244,36 @@ fn reads_racing_compaction_answer_the_full_replay() {
     assert!(reads > 0);
     assert_eq!(read(&mut c, "race", &[]).unwrap(), full);
 }
+
+/// With a deployment retention, a timer compacts in the background, in
+/// bounded steps, without anyone calling `LAKE.COMPACT`.
+#[test]
+fn background_compaction_follows_the_deployment_retention() {
+    let lake = Lake::with(Options {
+        module_args: ["retention-secs", "1", "compact-interval-ms", "50"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    let (_replica, mut r) = lake.start_replica();
+    for i in 0..10 {
+        write(&mut c, "bg", &format!("f{i}"), &i.to_string()).unwrap();
+    }
+    read(&mut c, "bg", &["SNAP"]).unwrap();
+    write(&mut c, "bg", "late", "1").unwrap();
+    let doc = read(&mut c, "bg", &["NOSNAP"]).unwrap();
+    wait_for("the background compaction", Duration::from_secs(30), || {
+        zrange(&mut c, "catalog:{bg}").len() == 1
+    });
+    assert_eq!(read(&mut c, "bg", &["NOSNAP"]).unwrap(), doc);
+    let info: String = redis::cmd("INFO").arg("lake").query(&mut c).unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("lake_compactions:") && l != "lake_compactions:0"),
+        "{info}"
+    );
+    wait_for("the replica to follow", Duration::from_secs(20), || {
+        zrange(&mut r, "catalog:{bg}") == zrange(&mut c, "catalog:{bg}")
+    });
+}
