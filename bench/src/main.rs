@@ -47,6 +47,11 @@ struct Args {
     /// (MiB), e.g. `--large-values 8,32`, and print that table.
     #[arg(long, value_delimiter = ',')]
     large_values: Vec<usize>,
+    /// Only run the retention plateau: this many writes over 100 catalogs
+    /// with a retention of 2 s, printing Redis memory and store size every
+    /// tenth of the way; then a `LAKE.HISTORY` page on a 1M-delta index.
+    #[arg(long)]
+    plateau: Option<u64>,
 }
 
 /// The clients count the targets are set at.
@@ -258,8 +263,125 @@ fn large_values(sizes: &[usize], secs: f64) {
     }
 }
 
+fn info_field(con: &mut lake_tests::redis::Connection, section: &str, field: &str) -> i64 {
+    let text: String = lake_tests::redis::cmd("INFO")
+        .arg(section)
+        .query(con)
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// Redis memory and store size as writes go on, with a retention: they
+/// must level off. Writes go to 100 catalogs (1 KB values, 50 clients), each
+/// read after every 64 of its writes so snapshots are built; the module compacts
+/// in the background and `LAKE.GC` runs after every tenth of the writes.
+fn plateau(total: u64, rt: &tokio::runtime::Runtime) {
+    let lake = Lake::with(Options {
+        store: StoreKind::File,
+        timeout_ms: 1000,
+        snapshot_every: 32,
+        module_args: ["retention-secs", "2", "compact-interval-ms", "100"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let v = format!("\"{}\"", "x".repeat(1022));
+    let writes = gen(move |_, i| {
+        // Catalog i % 100; each one read after every 64 of its writes.
+        let cat = format!("p{}", i % 100);
+        if (i / 100) % 64 == 63 {
+            encode(&[b"LAKE.READ", cat.as_bytes()])
+        } else {
+            let f = format!("f{}", (i / 100) % 8);
+            encode(&[b"LAKE.WRITE", cat.as_bytes(), f.as_bytes(), v.as_bytes()])
+        }
+    });
+    let mut con = lake.con();
+    println!("| writes | Redis used_memory | index entries | store bytes | store objects | writes/s | PING p99 during |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let step = (total / 10).max(1);
+    let mut done = 0;
+    while done < total {
+        let probe = ping_probe(lake.port, 1.0);
+        let s = rt.block_on(load::run_count(
+            lake.port,
+            TARGET_CLIENTS,
+            step,
+            writes.clone(),
+        ));
+        let ping = probe.join().expect("probe");
+        done += step;
+        let _: Vec<i64> = lake_tests::redis::cmd("LAKE.GC")
+            .arg("GRACE")
+            .arg(0)
+            .query(&mut con)
+            .unwrap_or_default();
+        let entries: usize = (0..100)
+            .map(|c| lake_tests::zrange(&mut con, &format!("catalog:{{p{c}}}")).len())
+            .sum();
+        println!(
+            "| {done} | {:.1} MB | {entries} | {:.1} MB | {} | {:.0} | {:.2} ms |",
+            info_field(&mut con, "memory", "used_memory") as f64 / 1e6,
+            dir_bytes(&lake.store_dir()) as f64 / 1e6,
+            lake.objects().len(),
+            s.rps,
+            ping.p99_us as f64 / 1000.0,
+        );
+    }
+    // A LAKE.HISTORY page on a long index: fill 1M entries with raw ZADDs
+    // (HISTORY reads only the index), then page from the middle.
+    let fill = gen(|_, i| {
+        let m = format!("f:{:08x}-0000-4000-8000-{:012x}", i, i);
+        let s = (1_700_000_000_000_000u64 + i).to_string();
+        encode(&[b"ZADD", b"catalog:{long}", s.as_bytes(), m.as_bytes()])
+    });
+    rt.block_on(load::run_count(lake.port, TARGET_CLIENTS, 1_000_000, fill));
+    let page = gen(|_, i| {
+        let from = (1_700_000_000_000_000u64 + (i * 7919) % 999_000).to_string();
+        encode(&[
+            b"LAKE.HISTORY",
+            b"long",
+            b"FROM",
+            from.as_bytes(),
+            b"COUNT",
+            b"1000",
+        ])
+    });
+    let h = rt.block_on(load::run(lake.port, 1, 2.0, page));
+    println!();
+    println!(
+        "LAKE.HISTORY COUNT 1000 on a 1,000,000-delta index, 1 client: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        h.rps,
+        h.p50_us as f64 / 1000.0,
+        h.p99_us as f64 / 1000.0
+    );
+}
+
 fn main() {
     let mut a = Args::parse();
+    if let Some(n) = a.plateau {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        plateau(n, &rt);
+        return;
+    }
     if !a.large_values.is_empty() {
         large_values(&a.large_values, a.secs.max(5.0));
         return;
