@@ -21,7 +21,7 @@ use std::time::Instant;
 use lake_shared::LakeError;
 use redis_module::{raw, Context, RedisValue};
 
-use crate::{gate, reply, state};
+use crate::{config, gate, reply};
 
 /// What runs on the main thread: commit if needed, then the reply value.
 pub type Job = Box<dyn FnOnce(&Context) -> Result<RedisValue, LakeError> + Send>;
@@ -43,7 +43,7 @@ impl Blocked {
     pub fn new(ctx: &Context) -> Result<Blocked, LakeError> {
         let block = unsafe { raw::RedisModule_BlockClient }
             .ok_or_else(|| LakeError::internal("RedisModule_BlockClient is missing"))?;
-        let deadline = Instant::now() + state::config()?.timeout;
+        let deadline = Instant::now() + config::timeout();
         let inner = unsafe { block(ctx.ctx, Some(on_reply), None, Some(on_free), 0) };
         if inner.is_null() {
             return Err(LakeError::internal("Redis refused to block the client"));

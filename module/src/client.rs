@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use lake_shared::proto::{self, Hello, Request, Response, UNSOLICITED_ID};
 use lake_shared::LakeError;
+
+use crate::config;
 use redis_module::{Context, ContextFlags, ThreadSafeContext};
 
 /// Completes one request with the sidecar's answer or an error, on a
@@ -49,7 +51,6 @@ struct Pending {
 
 struct Shared {
     socket: std::path::PathBuf,
-    timeout: Duration,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     /// Generation of the newest connection the reader saw fail.
@@ -59,7 +60,6 @@ struct Shared {
     local_store: AtomicBool,
     /// A handshaken connection to the sidecar is open.
     connected: AtomicBool,
-    max_inflight: usize,
     unsolicited: Unsolicited,
 }
 
@@ -69,21 +69,14 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn start(
-        socket: std::path::PathBuf,
-        timeout: Duration,
-        max_inflight: usize,
-        unsolicited: Unsolicited,
-    ) -> std::io::Result<Client> {
+    pub fn start(socket: std::path::PathBuf, unsolicited: Unsolicited) -> std::io::Result<Client> {
         let shared = Arc::new(Shared {
             socket,
-            timeout,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             broken: AtomicU64::new(0),
             local_store: AtomicBool::new(false),
             connected: AtomicBool::new(false),
-            max_inflight,
             unsolicited,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -106,10 +99,11 @@ impl Client {
     /// another submit.
     pub fn check_room(&self) -> Result<(), LakeError> {
         let n = self.shared.pending.lock().map_or(0, |m| m.len());
-        if n >= self.shared.max_inflight {
+        let max = config::max_inflight();
+        if n >= max {
             return Err(LakeError::busy(format!(
                 "{n} requests are waiting for the sidecar (max-inflight {}); retry later",
-                self.shared.max_inflight
+                max
             )));
         }
         Ok(())
@@ -141,7 +135,7 @@ impl Client {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = proto::encode_with_tail(id, req, tail);
         let pending = Pending {
-            deadline: Instant::now() + self.shared.timeout,
+            deadline: Instant::now() + config::timeout(),
             conn: 0,
             done,
         };
@@ -247,10 +241,10 @@ fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
         ))
     };
     let stream = UnixStream::connect(&shared.socket).map_err(down)?;
-    let handshake = shared.timeout.min(Duration::from_secs(2));
+    let handshake = config::timeout().min(Duration::from_secs(2));
     stream.set_read_timeout(Some(handshake)).map_err(down)?;
     stream
-        .set_write_timeout(Some(shared.timeout))
+        .set_write_timeout(Some(config::timeout()))
         .map_err(down)?;
     let hello = Request::Hello(Hello {
         magic: proto::MAGIC.into(),
@@ -405,7 +399,7 @@ fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u
 
 fn sweeper_loop(shared: Arc<Shared>) {
     let tick = Duration::from_millis(5)
-        .min(shared.timeout / 4)
+        .min(config::timeout() / 4)
         .max(Duration::from_millis(1));
     loop {
         std::thread::sleep(tick);
@@ -421,7 +415,7 @@ fn sweeper_loop(shared: Arc<Shared>) {
             }
             Err(_) => Vec::new(),
         };
-        let ms = shared.timeout.as_millis();
+        let ms = config::timeout().as_millis();
         let err = LakeError::timeout(format!("no answer from the sidecar within {ms} ms"));
         run_completions(
             expired

@@ -20,7 +20,7 @@ use lake_shared::{catalog, cluster, stamp};
 use redis_module::{Context, ContextFlags, RedisValue};
 
 use crate::commands::compact;
-use crate::{owner, state, stats};
+use crate::{config, owner, stats};
 
 /// Catalogs one tick looks at.
 pub const CATALOGS_PER_TICK: usize = 32;
@@ -30,16 +30,20 @@ pub const DELTAS_PER_TICK: usize = 2_000;
 /// Where the walk over `catalog:{*}:snap` keys stands.
 static CURSOR: Mutex<String> = Mutex::new(String::new());
 
-/// Arms the timer (module argument `compact-interval-ms`; 0: off).
+/// Arms the timer for the next step (`lake.compact-interval-ms`; while it
+/// is 0 the timer only checks again every second).
 pub fn start(ctx: &Context) {
-    let Ok(cfg) = state::config() else { return };
-    if cfg.compact_interval_ms > 0 {
-        ctx.create_timer(Duration::from_millis(cfg.compact_interval_ms), tick, ());
-    }
+    let ms = match config::compact_interval_ms() {
+        0 => 1000,
+        ms => ms,
+    };
+    ctx.create_timer(Duration::from_millis(ms), tick, ());
 }
 
 fn tick(ctx: &Context, (): ()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(ctx)));
+    if config::compact_interval_ms() > 0 {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(ctx)));
+    }
     start(ctx);
 }
 

@@ -1,84 +1,117 @@
-//! Module arguments: `--loadmodule liblake.so socket <path> [timeout-ms <n>]
-//! [snapshot-every <n>] [max-value-bytes <n>]`, as key/value pairs.
+//! The module's settings, as Redis 7 module configs: `CONFIG GET lake.*`,
+//! `CONFIG SET lake.<name> <value>` at run time, `lake.<name> <value>` in
+//! redis.conf, and still accepted as load arguments
+//! (`--loadmodule liblake.so socket <path> timeout-ms 5000 ...`).
+//!
+//! Invariants:
+//! - Every setting is read where it is used, from the atomics below, so a
+//!   `CONFIG SET` takes effect for the next request (a request in flight keeps
+//!   the deadline it was given).
+//! - Redis checks each value against its range before storing it; load
+//!   arguments that are not settings are refused at load ([`check_args`]),
+//!   so a typo never passes silently.
+//! - `socket` is immutable: the channel is opened once, at load.
 
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lake_shared::{LakeError, DEFAULT_MAX_VALUE_BYTES};
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The sidecar's Unix socket.
-    pub socket: PathBuf,
-    /// Every blocked client gets a reply within this.
-    pub timeout: Duration,
-    /// A read that merged at least this many deltas builds a snapshot in the
-    /// background (0 = never).
-    pub snapshot_every: usize,
-    /// Largest value `LAKE.WRITE` accepts.
-    pub max_value_bytes: usize,
-    /// Requests waiting for the sidecar at most; more get `LAKEBUSY`.
-    pub max_inflight: usize,
-    /// LAKE.GC keeps unreferenced objects younger than this.
-    pub gc_grace_secs: u64,
-    /// History older than this (covered by a snapshot) may be compacted;
-    /// 0 keeps everything. A catalog may override it (`LAKE.RETENTION`).
-    pub retention_secs: u64,
-    /// How often background compaction takes a step (0: never).
-    pub compact_interval_ms: u64,
+/// The sidecar's Unix socket (`lake.socket`, immutable).
+pub static SOCKET: Mutex<String> = Mutex::new(String::new());
+/// Every blocked client gets a reply within this (`lake.timeout-ms`).
+pub static TIMEOUT_MS: AtomicI64 = AtomicI64::new(5000);
+/// A read that merged at least this many deltas builds a snapshot in the
+/// background; 0 never (`lake.snapshot-every`).
+pub static SNAPSHOT_EVERY: AtomicI64 = AtomicI64::new(64);
+/// Largest value `LAKE.WRITE` accepts (`lake.max-value-bytes`).
+pub static MAX_VALUE_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_VALUE_BYTES as i64);
+/// Requests waiting for the sidecar at most; more get `LAKEBUSY`
+/// (`lake.max-inflight`).
+pub static MAX_INFLIGHT: AtomicI64 = AtomicI64::new(10_000);
+/// `LAKE.GC` keeps unreferenced objects younger than this
+/// (`lake.gc-grace-secs`).
+pub static GC_GRACE_SECS: AtomicI64 = AtomicI64::new(3600);
+/// History older than this and covered by a snapshot may be compacted; 0
+/// keeps everything (`lake.retention-secs`; a catalog may override it).
+pub static RETENTION_SECS: AtomicI64 = AtomicI64::new(0);
+/// How often background compaction takes a step; 0 never
+/// (`lake.compact-interval-ms`).
+pub static COMPACT_INTERVAL_MS: AtomicI64 = AtomicI64::new(1000);
+
+/// The names a load argument may set (each also `lake.<name>`).
+pub const NAMES: [&str; 8] = [
+    "socket",
+    "timeout-ms",
+    "snapshot-every",
+    "max-value-bytes",
+    "max-inflight",
+    "gc-grace-secs",
+    "retention-secs",
+    "compact-interval-ms",
+];
+
+fn get(v: &AtomicI64) -> u64 {
+    v.load(Ordering::Relaxed).max(0) as u64
 }
 
-impl Config {
-    pub fn parse(args: &[String]) -> Result<Config, LakeError> {
-        let mut socket = None;
-        let mut timeout_ms: u64 = 5000;
-        let mut snapshot_every: usize = 64;
-        let mut max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
-        let mut max_inflight: usize = 10_000;
-        let mut gc_grace_secs: u64 = 3600;
-        let mut retention_secs: u64 = 0;
-        let mut compact_interval_ms: u64 = 1000;
-        if !args.len().is_multiple_of(2) {
-            return Err(LakeError::invalid(
-                "module arguments are key/value pairs: socket <path> [timeout-ms <n>] [snapshot-every <n>] [max-value-bytes <n>] [max-inflight <n>] [gc-grace-secs <n>] [retention-secs <n>] [compact-interval-ms <n>]",
-            ));
-        }
-        for pair in args.chunks(2) {
-            let (k, v) = (pair[0].to_ascii_lowercase(), &pair[1]);
-            let num = |what: &str| {
-                v.parse::<u64>().map_err(|_| {
-                    LakeError::invalid(format!(
-                        "module argument {what} needs a whole number, got '{v}'"
-                    ))
-                })
-            };
-            match k.as_str() {
-                "socket" => socket = Some(PathBuf::from(v)),
-                "timeout-ms" => timeout_ms = num("timeout-ms")?.max(1),
-                "snapshot-every" => snapshot_every = num("snapshot-every")? as usize,
-                "max-value-bytes" => max_value_bytes = num("max-value-bytes")? as usize,
-                "max-inflight" => max_inflight = num("max-inflight")?.max(1) as usize,
-                "gc-grace-secs" => gc_grace_secs = num("gc-grace-secs")?,
-                "retention-secs" => retention_secs = num("retention-secs")?,
-                "compact-interval-ms" => compact_interval_ms = num("compact-interval-ms")?,
-                other => {
-                    return Err(LakeError::invalid(format!(
-                        "unknown module argument '{other}'"
-                    )))
-                }
-            }
-        }
-        let socket = socket
-            .ok_or_else(|| LakeError::invalid("module argument 'socket <path>' is required"))?;
-        Ok(Config {
-            socket,
-            timeout: Duration::from_millis(timeout_ms),
-            snapshot_every,
-            max_value_bytes,
-            max_inflight,
-            gc_grace_secs,
-            retention_secs,
-            compact_interval_ms,
-        })
+pub fn timeout() -> Duration {
+    Duration::from_millis(get(&TIMEOUT_MS).max(1))
+}
+
+pub fn snapshot_every() -> usize {
+    get(&SNAPSHOT_EVERY) as usize
+}
+
+pub fn max_value_bytes() -> usize {
+    get(&MAX_VALUE_BYTES) as usize
+}
+
+pub fn max_inflight() -> usize {
+    get(&MAX_INFLIGHT).max(1) as usize
+}
+
+pub fn gc_grace_secs() -> u64 {
+    get(&GC_GRACE_SECS)
+}
+
+pub fn retention_secs() -> u64 {
+    get(&RETENTION_SECS)
+}
+
+pub fn compact_interval_ms() -> u64 {
+    get(&COMPACT_INTERVAL_MS)
+}
+
+/// The socket path; an error when it was never given.
+pub fn socket() -> Result<String, LakeError> {
+    let s = SOCKET.lock().map(|s| s.clone()).unwrap_or_default();
+    if s.is_empty() {
+        return Err(LakeError::invalid(
+            "module argument 'socket <path>' (or config lake.socket) is required",
+        ));
     }
+    Ok(s)
+}
+
+/// Refuses load arguments that are not key/value pairs of known settings
+/// (Redis has already stored their values in the configs).
+pub fn check_args(args: &[String]) -> Result<(), LakeError> {
+    if !args.len().is_multiple_of(2) {
+        return Err(LakeError::invalid(format!(
+            "module arguments are key/value pairs of: {}",
+            NAMES.join(", ")
+        )));
+    }
+    for pair in args.chunks(2) {
+        if !NAMES.contains(&pair[0].as_str()) {
+            return Err(LakeError::invalid(format!(
+                "unknown module argument '{}' (known: {})",
+                pair[0],
+                NAMES.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@ mod reply;
 mod stats;
 mod zset;
 
+use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
 
 mod state {
@@ -27,16 +28,8 @@ mod state {
     use lake_shared::LakeError;
 
     use crate::client::Client;
-    use crate::config::Config;
 
-    pub static CONFIG: OnceLock<Config> = OnceLock::new();
     pub static CLIENT: OnceLock<Client> = OnceLock::new();
-
-    pub fn config() -> Result<&'static Config, LakeError> {
-        CONFIG
-            .get()
-            .ok_or_else(|| LakeError::internal("module not initialised"))
-    }
 
     pub fn client() -> Result<&'static Client, LakeError> {
         CLIENT
@@ -47,19 +40,14 @@ mod state {
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
-    let cfg = match config::Config::parse(&args) {
-        Ok(c) => c,
+    let socket = match config::check_args(&args).and_then(|()| config::socket()) {
+        Ok(s) => s,
         Err(e) => {
             ctx.log_warning(&format!("lake: {}", e.message));
             return Status::Err;
         }
     };
-    let client = match client::Client::start(
-        cfg.socket.clone(),
-        cfg.timeout,
-        cfg.max_inflight,
-        commands::on_unsolicited,
-    ) {
+    let client = match client::Client::start(socket.clone().into(), commands::on_unsolicited) {
         Ok(c) => c,
         Err(e) => {
             ctx.log_warning(&format!("lake: cannot start channel threads: {e}"));
@@ -75,12 +63,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         unsafe { register(ctx.ctx, Some(info)) };
     }
     ctx.log_notice(&format!(
-        "lake: sidecar socket {}, timeout {} ms, snapshot-every {}",
-        cfg.socket.display(),
-        cfg.timeout.as_millis(),
-        cfg.snapshot_every
+        "lake: sidecar socket {socket}, timeout {} ms, snapshot-every {}",
+        config::timeout().as_millis(),
+        config::snapshot_every()
     ));
-    let _ = state::CONFIG.set(cfg);
     let _ = state::CLIENT.set(client);
     compactor::start(ctx);
     Status::Ok
@@ -161,4 +147,21 @@ redis_module! {
         ["lake.retention", lake_retention, "write", 1, 1, 1, ""],
         ["lake.info", lake_info, "readonly", 1, 1, 1, ""],
     ],
+    configurations: [
+        i64: [
+            ["timeout-ms", &config::TIMEOUT_MS, 5000, 1, 3_600_000, ConfigurationFlags::DEFAULT, None],
+            ["snapshot-every", &config::SNAPSHOT_EVERY, 64, 0, 1_000_000_000, ConfigurationFlags::DEFAULT, None],
+            ["max-value-bytes", &config::MAX_VALUE_BYTES, lake_shared::DEFAULT_MAX_VALUE_BYTES as i64, 1, 500 << 20, ConfigurationFlags::DEFAULT, None],
+            ["max-inflight", &config::MAX_INFLIGHT, 10_000, 1, 10_000_000, ConfigurationFlags::DEFAULT, None],
+            ["gc-grace-secs", &config::GC_GRACE_SECS, 3600, 0, 315_360_000, ConfigurationFlags::DEFAULT, None],
+            ["retention-secs", &config::RETENTION_SECS, 0, 0, 3_153_600_000, ConfigurationFlags::DEFAULT, None],
+            ["compact-interval-ms", &config::COMPACT_INTERVAL_MS, 1000, 0, 3_600_000, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [
+            ["socket", &config::SOCKET, "", ConfigurationFlags::IMMUTABLE, None],
+        ],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
 }

@@ -26,7 +26,7 @@ use redis_module::{Context, RedisString, RedisValue};
 
 use super::{arg_str, call_replicated, catalog_arg, read_int};
 use crate::owner::{self, Op};
-use crate::{state, zset};
+use crate::{config, zset};
 
 /// Most deltas one compaction step removes.
 pub const STEP: usize = 10_000;
@@ -62,7 +62,7 @@ pub struct Step {
 pub fn retention(ctx: &Context, cat: &str) -> Result<u64, LakeError> {
     match read_int(ctx, &catalog::retention_key(cat))? {
         Some(s) => Ok(s.max(0) as u64),
-        None => Ok(state::config()?.retention_secs),
+        None => Ok(config::retention_secs()),
     }
 }
 

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{state, stats, zset};
+use crate::{config, state, stats, zset};
 
 pub(crate) mod compact;
 mod history;
@@ -80,12 +80,12 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     let cat = catalog_arg(&args, 1)?;
     let field = arg_str(&args[2], "field")?;
     path::parse(field)?;
-    let cfg = state::config()?;
     let value_len = args[3].as_slice().len();
-    if value_len > cfg.max_value_bytes {
+    let max_value = config::max_value_bytes();
+    if value_len > max_value {
         return Err(LakeError::invalid(format!(
             "value of {value_len} bytes exceeds max-value-bytes ({})",
-            cfg.max_value_bytes
+            max_value
         )));
     }
     let mode = if args.len() == 6 {
@@ -218,15 +218,13 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     }
 
     let fence = read_fence(ctx, cat)?;
-    let cfg = state::config()?;
+    let every = config::snapshot_every();
     let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     let policy = match snap {
         _ if on_replica => SnapshotPolicy::Never,
         Some(true) => SnapshotPolicy::Now,
         Some(false) => SnapshotPolicy::Never,
-        None if cfg.snapshot_every > 0 && deltas.len() >= cfg.snapshot_every => {
-            SnapshotPolicy::Background
-        }
+        None if every > 0 && deltas.len() >= every => SnapshotPolicy::Background,
         None => SnapshotPolicy::Never,
     };
     let client = state::client()?;
@@ -476,8 +474,7 @@ pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue,
 /// is shared by every shard.
 pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     const USAGE: &str = "LAKE.GC [DRYRUN] [GRACE <seconds>]";
-    let cfg = state::config()?;
-    let (mut dry_run, mut grace) = (false, cfg.gc_grace_secs);
+    let (mut dry_run, mut grace) = (false, config::gc_grace_secs());
     let mut i = 1;
     while i < args.len() {
         match arg_str(&args[i], "option")?.to_ascii_uppercase().as_str() {
@@ -502,7 +499,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
             }
         }
     }
-    let floor = (cfg.timeout.as_secs() * 2).max(1);
+    let floor = (config::timeout().as_secs() * 2).max(1);
     let grace = grace.max(floor);
     check_can_block(ctx, "LAKE.GC")?;
     let client = state::client()?;
