@@ -22,7 +22,16 @@
 //! - Every read checks the record's CRC; a segment deleted under the store
 //!   fails writes with `Unavailable` instead of acknowledging into a file
 //!   that no longer has a name.
-//! - Space held by deleted objects is not reclaimed yet (no compaction).
+//! - Space comes back: a closed segment whose live records fill at most half
+//!   of it is rewritten by the writer thread, at most one per
+//!   [`RECLAIM_EVERY`]: its live records are appended (byte for byte, with
+//!   their original time) to the active segment and made durable, then the
+//!   index points at the copies, then the old file is unlinked. A crash
+//!   before the unlink leaves both copies, and replay keeps the newer (same
+//!   bytes); a torn copy is cut off like any torn batch. Unless the segment
+//!   is the oldest, its tombstones are appended too, so a delete recorded
+//!   there can never be undone by a put in an older segment ("nothing
+//!   deleted comes back").
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -47,6 +56,8 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 const BATCH_BYTES: usize = 8 << 20;
 /// Objects up to this size; bigger bodies belong in an object store.
 const MAX_BODY: usize = u32::MAX as usize;
+/// How often the writer looks for a segment worth rewriting.
+pub const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Where one live object's record sits.
 #[derive(Debug, Clone, Copy)]
@@ -60,11 +71,43 @@ struct Loc {
 struct Index {
     objects: HashMap<String, Loc>,
     segments: HashMap<u64, Arc<File>>,
+    /// Bytes of live put records per segment.
+    live: HashMap<u64, u64>,
+}
+
+impl Index {
+    /// Records that `key` now lives at `loc` (or nowhere), keeping `live`.
+    fn set(&mut self, key: &str, loc: Option<Loc>) {
+        let old = match loc {
+            Some(l) => self.objects.insert(key.to_string(), l),
+            None => self.objects.remove(key),
+        };
+        if let Some(o) = old {
+            if let Some(b) = self.live.get_mut(&o.seg) {
+                *b = b.saturating_sub(u64::from(o.len));
+            }
+        }
+        if let Some(l) = loc {
+            *self.live.entry(l.seg).or_default() += u64::from(l.len);
+        }
+    }
 }
 
 enum Op {
     Put(String, Vec<u8>),
     Delete(String),
+    /// Rewrite one segment worth it now (tests, and operators via the same
+    /// path the timer takes); with a crash point, stop the writer there.
+    Reclaim(Option<Crash>),
+}
+
+/// Where a simulated crash stops a rewrite (tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// Half of the copies written, nothing synced or published.
+    TornCopies,
+    /// Copies durable and published, the old segment not yet unlinked.
+    BeforeUnlink,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<(), LakeError>>;
@@ -79,6 +122,12 @@ pub struct LocalStore {
 impl LocalStore {
     /// Opens (or creates) the store in `root`, replaying its segments.
     pub fn open(root: &str) -> Result<LocalStore, LakeError> {
+        Self::open_with(root, SEGMENT_BYTES)
+    }
+
+    /// Like [`LocalStore::open`] with segments closed at `segment_bytes`
+    /// (small ones in tests).
+    pub fn open_with(root: &str, segment_bytes: u64) -> Result<LocalStore, LakeError> {
         let root = PathBuf::from(root);
         let io = |what: &str, e: std::io::Error| {
             LakeError::unavailable(format!("local store {}: {what}: {e}", root.display()))
@@ -102,11 +151,12 @@ impl LocalStore {
         let mut index = Index {
             objects: HashMap::new(),
             segments: HashMap::new(),
+            live: HashMap::new(),
         };
         let last = numbers.last().copied();
         for &n in &numbers {
             let path = segment_path(&root, n);
-            let end = replay(&path, n, &mut index.objects)?;
+            let end = replay(&path, n, &mut index)?;
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -150,6 +200,8 @@ impl LocalStore {
             index: index.clone(),
             active,
             len,
+            segment_bytes,
+            last_reclaim: std::time::Instant::now(),
         };
         std::thread::Builder::new()
             .name("lake-local-writer".into())
@@ -161,6 +213,29 @@ impl LocalStore {
             queue: tx,
             _lock: lock,
         })
+    }
+
+    /// Rewrites one segment worth it, if any, now (the writer also does it
+    /// by itself every [`RECLAIM_EVERY`]).
+    pub async fn reclaim_now(&self) -> Result<(), LakeError> {
+        self.submit(Op::Reclaim(None)).await
+    }
+
+    /// Bytes of the segment files, for tests and inspection.
+    pub fn disk_bytes(&self) -> u64 {
+        self.index.read().map_or(0, |i| {
+            i.segments
+                .values()
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+    }
+
+    /// Starts a rewrite and stops the writer at `crash`, as a crash would.
+    #[cfg(test)]
+    async fn crash_during_reclaim(&self, crash: Crash) {
+        let _ = self.submit(Op::Reclaim(Some(crash))).await;
     }
 
     async fn submit(&self, op: Op) -> Result<(), LakeError> {
@@ -187,13 +262,17 @@ pub fn read_all(root: &Path) -> Result<Vec<(String, Vec<u8>)>, LakeError> {
         }
     }
     numbers.sort_unstable();
-    let mut objects = HashMap::new();
+    let mut index = Index {
+        objects: HashMap::new(),
+        segments: HashMap::new(),
+        live: HashMap::new(),
+    };
     for &n in &numbers {
-        replay(&segment_path(root, n), n, &mut objects)?;
+        replay(&segment_path(root, n), n, &mut index)?;
     }
     let mut files = HashMap::new();
-    let mut out = Vec::with_capacity(objects.len());
-    for (key, loc) in objects {
+    let mut out = Vec::with_capacity(index.objects.len());
+    for (key, loc) in index.objects {
         let f = match files.entry(loc.seg) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -277,9 +356,9 @@ fn parse_header(h: &[u8; HEADER]) -> Option<Header> {
     })
 }
 
-/// Replays one segment into `objects`; returns the offset after its last
+/// Replays one segment into `index`; returns the offset after its last
 /// whole record.
-fn replay(path: &Path, seg: u64, objects: &mut HashMap<String, Loc>) -> Result<u64, LakeError> {
+fn replay(path: &Path, seg: u64, index: &mut Index) -> Result<u64, LakeError> {
     let io = |e: std::io::Error| {
         LakeError::unavailable(format!("cannot read segment {}: {e}", path.display()))
     };
@@ -319,11 +398,9 @@ fn replay(path: &Path, seg: u64, objects: &mut HashMap<String, Loc>) -> Result<u
                     len: len as u32,
                     modified_ms: hd.modified_ms,
                 };
-                objects.insert(key.to_string(), loc);
+                index.set(key, Some(loc));
             }
-            KIND_DELETE => {
-                objects.remove(key);
-            }
+            KIND_DELETE => index.set(key, None),
             _ => return Ok(offset),
         }
         offset += len;
@@ -336,18 +413,49 @@ struct Writer {
     index: Arc<RwLock<Index>>,
     active: u64,
     len: u64,
+    segment_bytes: u64,
+    last_reclaim: std::time::Instant,
 }
 
 impl Writer {
     fn run(mut self, rx: crossbeam_channel::Receiver<(Op, Done)>) {
         let mut buf = Vec::with_capacity(BATCH_BYTES);
-        while let Ok(first) = rx.recv() {
+        loop {
+            if self.last_reclaim.elapsed() >= RECLAIM_EVERY {
+                self.last_reclaim = std::time::Instant::now();
+                if let Err(e) = self.reclaim(None) {
+                    eprintln!("lake-sidecar: local store: a segment rewrite failed: {e}");
+                }
+            }
+            let first = match rx.recv_timeout(RECLAIM_EVERY) {
+                Ok((Op::Reclaim(crash), done)) => {
+                    let res = self.reclaim(crash).map(drop).map_err(|e| {
+                        LakeError::unavailable(format!("local store: rewrite failed: {e}"))
+                    });
+                    let _ = done.send(res);
+                    if crash.is_some() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(first) => first,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            };
             let mut batch = vec![first];
             let mut bytes = op_size(&batch[0].0);
             while bytes < BATCH_BYTES {
-                let Ok(more) = rx.try_recv() else { break };
-                bytes += op_size(&more.0);
-                batch.push(more);
+                match rx.try_recv() {
+                    Ok((Op::Reclaim(_), done)) => {
+                        // Not in the middle of a batch: ask again later.
+                        let _ = done.send(Err(LakeError::busy("local store is writing; retry")));
+                    }
+                    Ok(more) => {
+                        bytes += op_size(&more.0);
+                        batch.push(more);
+                    }
+                    Err(_) => break,
+                }
             }
             let modified_ms = now_ms();
             buf.clear();
@@ -355,6 +463,7 @@ impl Writer {
                 match op {
                     Op::Put(k, b) => encode(&mut buf, KIND_PUT, k, b, modified_ms),
                     Op::Delete(k) => encode(&mut buf, KIND_DELETE, k, &[], modified_ms),
+                    Op::Reclaim(_) => {}
                 }
             }
             let res = self.append(&buf).map_err(|e| {
@@ -382,7 +491,7 @@ impl Writer {
     /// Writes `buf` at the end of the active segment and makes it durable;
     /// returns where it starts. On failure the segment is cut back.
     fn append(&mut self, buf: &[u8]) -> std::io::Result<u64> {
-        if self.len > 0 && self.len + buf.len() as u64 > SEGMENT_BYTES {
+        if self.len > 0 && self.len + buf.len() as u64 > self.segment_bytes {
             let next = self.active + 1;
             let mut index = self
                 .index
@@ -438,21 +547,139 @@ impl Writer {
                         len: len as u32,
                         modified_ms,
                     };
-                    index.objects.insert(k.clone(), loc);
+                    index.set(k, Some(loc));
                 }
-                Op::Delete(k) => {
-                    index.objects.remove(k);
-                }
+                Op::Delete(k) => index.set(k, None),
+                Op::Reclaim(_) => {}
             }
             offset += len;
         }
     }
+
+    /// Rewrites the oldest closed segment whose live records fill at most
+    /// half of it (see the module header); returns its number, or `None`
+    /// when no segment is worth it.
+    fn reclaim(&mut self, crash: Option<Crash>) -> std::io::Result<Option<u64>> {
+        let lock_err = || std::io::Error::other("index lock poisoned");
+        let (seg, file, oldest, live) = {
+            let index = self.index.read().map_err(|_| lock_err())?;
+            let mut candidates: Vec<(u64, Arc<File>)> = Vec::new();
+            for (&n, f) in &index.segments {
+                let size = f.metadata()?.len();
+                let live = index.live.get(&n).copied().unwrap_or(0);
+                if n != self.active && size > 0 && live * 2 <= size {
+                    candidates.push((n, f.clone()));
+                }
+            }
+            let Some((seg, file)) = candidates.into_iter().min_by_key(|(n, _)| *n) else {
+                return Ok(None);
+            };
+            let oldest = index.segments.keys().min().copied() == Some(seg);
+            let live: Vec<(String, Loc)> = index
+                .objects
+                .iter()
+                .filter(|(_, l)| l.seg == seg)
+                .map(|(k, l)| (k.clone(), *l))
+                .collect();
+            (seg, file, oldest, live)
+        };
+        // The records to carry, byte for byte: live puts, and tombstones
+        // unless this is the oldest segment.
+        let mut records: Vec<Carried> = Vec::new();
+        for (key, loc) in live {
+            let mut rec = vec![0u8; loc.len as usize];
+            file.read_exact_at(&mut rec, loc.offset)?;
+            records.push((Some((key, loc)), rec));
+        }
+        if !oldest {
+            for rec in tombstones(&file)? {
+                records.push((None, rec));
+            }
+        }
+        let mut chunks: Vec<Vec<Carried>> = vec![Vec::new()];
+        let mut size = 0;
+        for r in records {
+            if size + r.1.len() > BATCH_BYTES && size > 0 {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += r.1.len();
+            if let Some(c) = chunks.last_mut() {
+                c.push(r);
+            }
+        }
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            let buf: Vec<u8> = chunk.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+            if crash == Some(Crash::TornCopies) {
+                let active = self
+                    .index
+                    .read()
+                    .ok()
+                    .and_then(|i| i.segments.get(&self.active).cloned());
+                if let Some(f) = active {
+                    f.write_all_at(&buf[..buf.len() / 2], self.len)?;
+                }
+                return Ok(None);
+            }
+            let start = self.append(&buf)?;
+            let mut index = self.index.write().map_err(|_| lock_err())?;
+            let mut offset = start;
+            for (put, rec) in &chunk {
+                if let Some((key, old)) = put {
+                    let copy = Loc {
+                        seg: self.active,
+                        offset,
+                        len: old.len,
+                        modified_ms: old.modified_ms,
+                    };
+                    index.set(key, Some(copy));
+                }
+                offset += rec.len() as u64;
+            }
+        }
+        if crash == Some(Crash::BeforeUnlink) {
+            return Ok(None);
+        }
+        {
+            let mut index = self.index.write().map_err(|_| lock_err())?;
+            index.segments.remove(&seg);
+            index.live.remove(&seg);
+        }
+        std::fs::remove_file(segment_path(&self.root, seg))?;
+        File::open(&self.root)?.sync_all()?;
+        Ok(Some(seg))
+    }
+}
+
+/// A record a rewrite carries over: the live object it holds (`None` for a
+/// tombstone) and its bytes.
+type Carried = (Option<(String, Loc)>, Vec<u8>);
+
+/// The raw bytes of every tombstone record in a (closed, whole) segment.
+fn tombstones(file: &File) -> std::io::Result<Vec<Vec<u8>>> {
+    let size = file.metadata()?.len();
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    while offset + HEADER as u64 <= size {
+        let mut h = [0u8; HEADER];
+        file.read_exact_at(&mut h, offset)?;
+        let Some(hd) = parse_header(&h) else { break };
+        let len = (HEADER + hd.key_len + hd.body_len) as u64;
+        if hd.kind == KIND_DELETE {
+            let mut rec = vec![0u8; len as usize];
+            file.read_exact_at(&mut rec, offset)?;
+            out.push(rec);
+        }
+        offset += len;
+    }
+    Ok(out)
 }
 
 fn op_size(op: &Op) -> usize {
     match op {
         Op::Put(k, b) => HEADER + k.len() + b.len(),
         Op::Delete(k) => HEADER + k.len(),
+        Op::Reclaim(_) => 0,
     }
 }
 
@@ -722,5 +949,114 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert!(e.message.contains("deleted"), "{}", e.message);
         assert_eq!(s.health().await.unwrap_err().kind, ErrorKind::Unavailable);
+    }
+    fn sized(dir: &Path) -> LocalStore {
+        LocalStore::open_with(dir.to_str().unwrap(), 4096).unwrap()
+    }
+
+    /// About 290 bytes with its record header: 14 fill a 4096-byte segment.
+    fn body(i: usize) -> Vec<u8> {
+        format!("{{\"v\":\"{i:03}{}\"}}", "x".repeat(250)).into_bytes()
+    }
+
+    /// Rewrites until nothing is worth it; returns the rewrites done.
+    async fn reclaim_all(s: &LocalStore) -> usize {
+        let mut n = 0;
+        loop {
+            let before = s.disk_bytes();
+            s.reclaim_now().await.unwrap();
+            if s.disk_bytes() == before {
+                return n;
+            }
+            n += 1;
+        }
+    }
+
+    async fn check(s: &LocalStore, live: &[usize], dead: &[usize]) {
+        for &i in live {
+            assert_eq!(s.get(&format!("c/{i}.json")).await.unwrap(), body(i), "{i}");
+        }
+        for &i in dead {
+            let e = s.get(&format!("c/{i}.json")).await.unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Data, "{i} came back");
+        }
+        let mut listed: Vec<String> = s.list().await.unwrap().into_iter().map(|o| o.key).collect();
+        listed.sort();
+        let mut want: Vec<String> = live.iter().map(|i| format!("c/{i}.json")).collect();
+        want.sort();
+        assert_eq!(listed, want);
+    }
+
+    #[tokio::test]
+    async fn the_space_of_deleted_objects_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sized(dir.path());
+        for i in 0..120 {
+            s.put(&format!("c/{i}.json"), body(i)).await.unwrap();
+        }
+        let (live, dead): (Vec<usize>, Vec<usize>) = (0..120).partition(|i| i % 4 == 0);
+        for &i in &dead {
+            s.delete(&format!("c/{i}.json")).await.unwrap();
+        }
+        let before = s.disk_bytes();
+        let t0 = s.list().await.unwrap();
+        assert!(reclaim_all(&s).await > 0);
+        assert!(
+            s.disk_bytes() * 2 < before,
+            "{} -> {}",
+            before,
+            s.disk_bytes()
+        );
+        check(&s, &live, &dead).await;
+        // Rewritten objects keep their time (GC's grace depends on it).
+        let t1 = s.list().await.unwrap();
+        for o in &t0 {
+            if let Some(n) = t1.iter().find(|n| n.key == o.key) {
+                assert_eq!(n.modified, o.modified, "{}", o.key);
+            }
+        }
+        drop(s);
+        let s = sized(dir.path());
+        check(&s, &live, &dead).await;
+    }
+
+    /// A segment holding tombstones of objects whose puts sit in an older
+    /// segment is rewritten with a crash at each point: after reopening,
+    /// nothing acknowledged is lost and nothing deleted comes back.
+    #[tokio::test]
+    async fn a_crash_during_a_rewrite_loses_nothing_and_revives_nothing() {
+        for crash in [Crash::TornCopies, Crash::BeforeUnlink] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = sized(dir.path());
+            // Segment 1: objects 0..14, mostly kept.
+            for i in 0..14 {
+                s.put(&format!("c/{i}.json"), body(i)).await.unwrap();
+            }
+            // Later segments: deletes of 0..4, and objects 100..129, all
+            // deleted again, so they hold tombstones and little else.
+            for i in 0..4 {
+                s.delete(&format!("c/{i}.json")).await.unwrap();
+            }
+            for i in 100..130 {
+                s.put(&format!("c/{i}.json"), body(i)).await.unwrap();
+            }
+            for i in 100..129 {
+                s.delete(&format!("c/{i}.json")).await.unwrap();
+            }
+            let live: Vec<usize> = (4..14).chain([129]).collect();
+            let dead: Vec<usize> = (0..4).chain(100..129).collect();
+            check(&s, &live, &dead).await;
+            // The puts of 0..4 are in segment 1, their tombstones in 2.
+            assert_eq!(s.index.read().unwrap().objects["c/4.json"].seg, 1);
+            s.crash_during_reclaim(crash).await;
+            drop(s);
+            let s = sized(dir.path());
+            check(&s, &live, &dead).await;
+            assert!(reclaim_all(&s).await > 0, "{crash:?}");
+            check(&s, &live, &dead).await;
+            drop(s);
+            let s = sized(dir.path());
+            check(&s, &live, &dead).await;
+        }
     }
 }
