@@ -277,3 +277,46 @@ fn background_compaction_follows_the_deployment_retention() {
         zrange(&mut r, "catalog:{bg}") == zrange(&mut c, "catalog:{bg}")
     });
 }
+
+/// A replica never compacts on its own, whatever its settings say: its
+/// index changes only by what the primary sends.
+#[test]
+fn a_replica_never_compacts_by_itself() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let (_replica, mut r) = lake.start_replica();
+    for (name, value) in [
+        ("lake.retention-secs", "1"),
+        ("lake.compact-interval-ms", "20"),
+    ] {
+        let _: String = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut r)
+            .unwrap();
+    }
+    for i in 0..6 {
+        write(&mut c, "rep", &format!("f{i}"), "1").unwrap();
+    }
+    read(&mut c, "rep", &["SNAP"]).unwrap();
+    write(&mut c, "rep", "g", "1").unwrap();
+    let index = zrange(&mut c, "catalog:{rep}");
+    wait_for("the replica to follow", Duration::from_secs(20), || {
+        zrange(&mut r, "catalog:{rep}") == index
+    });
+    // Long after the snapshot is older than the replica's retention, its
+    // timer has run dozens of times and the index is still whole.
+    let snap = zrange(&mut c, "catalog:{rep}:snap")[0].1;
+    wait_for(
+        "the snapshot to age past 1.5 s",
+        Duration::from_secs(10),
+        || lake_shared::stamp::now_us() - snap > 1_500_000,
+    );
+    assert_eq!(zrange(&mut r, "catalog:{rep}"), index);
+    assert_eq!(
+        zrange(&mut c, "catalog:{rep}"),
+        index,
+        "the primary keeps all (no retention)"
+    );
+}
