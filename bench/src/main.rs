@@ -52,6 +52,10 @@ struct Args {
     /// tenth of the way; then a `LAKE.HISTORY` page on a 1M-delta index.
     #[arg(long)]
     plateau: Option<u64>,
+    /// With `--plateau`: the same load with background compaction off, to
+    /// tell its pauses of the main thread from the load's.
+    #[arg(long)]
+    no_compaction: bool,
 }
 
 /// The clients count the targets are set at.
@@ -290,12 +294,13 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// must level off. Writes go to 100 catalogs (1 KB values, 50 clients), each
 /// read after every 64 of its writes so snapshots are built; the module compacts
 /// in the background and `LAKE.GC` runs after every tenth of the writes.
-fn plateau(total: u64, rt: &tokio::runtime::Runtime) {
+fn plateau(total: u64, compaction: bool, rt: &tokio::runtime::Runtime) {
+    let interval = if compaction { "100" } else { "0" };
     let lake = Lake::with(Options {
         store: StoreKind::File,
         timeout_ms: 1000,
         snapshot_every: 32,
-        module_args: ["retention-secs", "2", "compact-interval-ms", "100"]
+        module_args: ["retention-secs", "2", "compact-interval-ms", interval]
             .map(String::from)
             .to_vec(),
         ..Options::default()
@@ -379,7 +384,7 @@ fn main() {
             .enable_all()
             .build()
             .expect("runtime");
-        plateau(n, &rt);
+        plateau(n, !a.no_compaction, &rt);
         return;
     }
     if !a.large_values.is_empty() {
