@@ -7,10 +7,11 @@
 //! - Runs only on a primary, never while writes are paused, and in Redis
 //!   Cluster only for catalogs in slots this node serves and is not moving
 //!   (the same rule as snapshot commits).
-//! - One tick visits at most [`CATALOGS_PER_TICK`] catalogs and removes at
-//!   most [`DELTAS_PER_TICK`] deltas, so a tick is a short pause of the main
-//!   thread however large the index; a SCAN cursor carries the walk over to
-//!   the next tick.
+//! - One tick runs one `SCAN` step (about [`KEYS_PER_TICK`] keys) and removes
+//!   at most [`DELTAS_PER_TICK`] deltas, so a tick is a short pause of the
+//!   main thread however large the index. A SCAN cursor carries the walk
+//!   over to the next tick; it moves on only when every catalog of the step
+//!   was visited, so no catalog is ever skipped for good.
 //! - With no retention anywhere, a tick reads keys and removes nothing.
 
 use std::sync::Mutex;
@@ -22,8 +23,8 @@ use redis_module::{Context, ContextFlags, RedisValue};
 use crate::commands::compact;
 use crate::{config, owner, stats};
 
-/// Catalogs one tick looks at.
-pub const CATALOGS_PER_TICK: usize = 32;
+/// Keys one `SCAN` step looks at (a hint to Redis).
+pub const KEYS_PER_TICK: &str = "64";
 /// Deltas one tick removes at most.
 pub const DELTAS_PER_TICK: usize = 2_000;
 
@@ -74,7 +75,7 @@ fn run(ctx: &Context) {
             "MATCH",
             "catalog:{*}:snap",
             "COUNT",
-            "100",
+            KEYS_PER_TICK,
             "TYPE",
             "zset",
         ],
@@ -86,15 +87,12 @@ fn run(ctx: &Context) {
         Some(RedisValue::BulkString(s)) | Some(RedisValue::SimpleString(s)) => s,
         _ => "0".into(),
     };
-    if let Ok(mut c) = CURSOR.lock() {
-        *c = next;
-    }
     let RedisValue::Array(keys) = keys else {
         return;
     };
     let now = stamp::now_us();
     let mut budget = DELTAS_PER_TICK;
-    for k in keys.into_iter().take(CATALOGS_PER_TICK) {
+    for k in keys {
         let key = match k {
             RedisValue::BulkString(s) | RedisValue::SimpleString(s) => s,
             _ => continue,
@@ -125,7 +123,11 @@ fn run(ctx: &Context) {
             )),
         }
         if budget == 0 {
-            break;
+            // Out of budget: this step's keys are visited again next tick.
+            return;
         }
+    }
+    if let Ok(mut c) = CURSOR.lock() {
+        *c = next;
     }
 }
