@@ -1,0 +1,188 @@
+//! `LAKE.READ`: the snapshot pointer and the deltas after it, read in one
+//! command execution; the merge happens in the sidecar; a snapshot it
+//! built is committed only where and when the rules allow.
+
+use lake_shared::proto::{DeltaRef, Read, Request, Response, SnapRef, SnapshotPolicy};
+use lake_shared::{catalog, member, path, LakeError};
+use redis_module::{Context, ContextFlags, RedisString, RedisValue};
+use serde_json::value::RawValue;
+
+use super::{arg_str, catalog_arg, check_can_block, read_fence, read_int, unexpected, zadd};
+use crate::blocked::Blocked;
+use crate::owner::{self, Op};
+use crate::{config, state, stats, zset};
+
+/// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]`.
+pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
+    const USAGE: &str = "LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]";
+    if args.len() < 2 {
+        return Err(LakeError::invalid(format!(
+            "wrong number of arguments: {USAGE}"
+        )));
+    }
+    let cat = catalog_arg(&args, 1)?;
+    let (mut read_path, mut at, mut snap) = (None, None, None);
+    let mut i = 2;
+    while i < args.len() {
+        let opt = arg_str(&args[i], "option")?.to_ascii_uppercase();
+        let next = || {
+            args.get(i + 1).ok_or_else(|| {
+                LakeError::invalid(format!("syntax error: {opt} needs a value ({USAGE})"))
+            })
+        };
+        match opt.as_str() {
+            "PATH" => {
+                let f = arg_str(next()?, "PATH")?;
+                path::parse(f)?;
+                read_path = Some(f.to_string());
+                i += 2;
+            }
+            "AT" => {
+                let s = arg_str(next()?, "AT")?;
+                at = Some(s.parse::<i64>().map_err(|_| {
+                    LakeError::invalid(format!("AT needs an integer stamp, got '{s}'"))
+                })?);
+                i += 2;
+            }
+            "SNAP" | "NOSNAP" => {
+                snap = Some(opt == "SNAP");
+                i += 1;
+            }
+            _ => {
+                return Err(LakeError::invalid(format!(
+                    "syntax error near '{opt}': {USAGE}"
+                )))
+            }
+        }
+    }
+    check_can_block(ctx, "LAKE.READ")?;
+    owner::check_command(ctx, cat, Op::Read)?;
+
+    // One execution: newest snapshot at or below AT, then the deltas after it.
+    if let (Some(at), Some(floor)) = (at, read_int(ctx, &catalog::floor_key(cat))?) {
+        if at < floor {
+            return Err(LakeError::invalid(format!(
+                "catalog '{cat}': history before {floor} was compacted (AT {at})"
+            )));
+        }
+    }
+    let max = at.map_or(f64::INFINITY, |s| s as f64);
+    let base = match zset::last_at_or_below(ctx, &catalog::snap_key(cat), max)? {
+        Some(e) => Some(SnapRef {
+            uuid: member::decode_snap(&e.member)?.to_string(),
+            covers: e.score,
+        }),
+        None => None,
+    };
+    let rows = zset::after(
+        ctx,
+        &catalog::index_key(cat),
+        base.as_ref().map(|b| b.covers),
+        max,
+    )?;
+    let mut deltas = Vec::with_capacity(rows.len());
+    for e in &rows {
+        let (field, uuid) = member::decode(&e.member)?;
+        deltas.push(DeltaRef {
+            uuid: uuid.to_string(),
+            field: field.to_string(),
+            stamp: e.score,
+        });
+    }
+    if base.is_none() && deltas.is_empty() {
+        return Ok(RedisValue::Null);
+    }
+
+    let fence = read_fence(ctx, cat)?;
+    let every = config::snapshot_every();
+    let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
+    let policy = match snap {
+        _ if on_replica => SnapshotPolicy::Never,
+        Some(true) => SnapshotPolicy::Now,
+        Some(false) => SnapshotPolicy::Never,
+        None if every > 0 && deltas.len() >= every => SnapshotPolicy::Background,
+        None => SnapshotPolicy::Never,
+    };
+    let client = state::client()?;
+    client.check_room()?;
+    let req = Request::Read(Read {
+        catalog: cat.to_string(),
+        path: read_path,
+        base,
+        deltas,
+        snapshot: policy,
+        fence,
+    });
+    let cat = cat.to_string();
+    let bc = Blocked::new(ctx)?;
+    client.submit(
+        &req,
+        Box::new(move |res| {
+            // A plain answer is replied from here, off the main thread; a
+            // snapshot to commit (SNAP) or an error goes to the main thread.
+            let out = match res {
+                Ok(Response::Doc(doc)) if doc.snapshot.is_none() => {
+                    stats::bump(&stats::READS);
+                    return bc.reply_here(doc.json.as_deref().map(RawValue::get));
+                }
+                Ok(Response::Doc(doc)) => Ok((doc.snapshot, doc.json.map(|j| j.get().to_string()))),
+                Ok(Response::Error(e)) => Err(e),
+                Ok(other) => Err(unexpected(&other)),
+                Err(e) => Err(e),
+            };
+            match out {
+                Ok((snapshot, text)) => bc.commit(Box::new(move |ctx| {
+                    if let Some(s) = &snapshot {
+                        commit_snapshot(ctx, &cat, s, fence)?;
+                    }
+                    stats::bump(&stats::READS);
+                    Ok(text.map_or(RedisValue::Null, RedisValue::BulkString))
+                })),
+                Err(e) => bc.finish(Box::new(move |_| Err(e))),
+            }
+        }),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+/// Commits a background snapshot the sidecar announced. Lock held.
+pub fn on_unsolicited(ctx: &Context, resp: Response) {
+    if let Response::SnapshotStored(s) = resp {
+        if let Err(e) = commit_snapshot(ctx, &s.catalog, &s.snap, s.fence) {
+            ctx.log_warning(&format!("lake: snapshot commit failed: {}", e.message));
+        }
+    }
+}
+
+/// Indexes a stored snapshot, except where [`owner::may_commit_snapshot`]
+/// says no (a pause, a replica, a slot not served or moving) or when a
+/// removal happened since the read it was built from (the fence moved): such
+/// a snapshot may hold a removed delta and is left to GC. Caller holds the
+/// lock.
+fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Result<(), LakeError> {
+    if !owner::may_commit_snapshot(ctx, cat) {
+        return Ok(());
+    }
+    if read_int(ctx, &catalog::floor_key(cat))?.is_some_and(|f| snap.covers < f) {
+        ctx.log_notice(&format!(
+            "lake: catalog '{cat}': snapshot {} not committed: it is older than the compacted history",
+            snap.uuid
+        ));
+        return Ok(());
+    }
+    if read_fence(ctx, cat)? != fence {
+        ctx.log_notice(&format!(
+            "lake: catalog '{cat}': snapshot {} not committed: a delta was removed since it was built",
+            snap.uuid
+        ));
+        return Ok(());
+    }
+    zadd(
+        ctx,
+        &catalog::snap_key(cat),
+        snap.covers,
+        &member::encode_snap(&snap.uuid),
+    )?;
+    stats::bump(&stats::SNAPSHOT_COMMITS);
+    Ok(())
+}
