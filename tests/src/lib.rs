@@ -664,6 +664,14 @@ pub fn write(
         .map_err(err_text)
 }
 
+/// `LAKE.GC <args...>` -> `[scanned, referenced, young, orphans, deleted]`.
+pub fn gc(con: &mut impl redis::ConnectionLike, args: &[&str]) -> Vec<i64> {
+    redis::cmd("LAKE.GC")
+        .arg(args)
+        .query(con)
+        .unwrap_or_else(|e| panic!("LAKE.GC {args:?}: {}", err_text(e)))
+}
+
 /// `LAKE.WRITE ... MODE m`.
 pub fn write_mode(
     con: &mut redis::Connection,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lake_shared::cluster::catalog_slot;
 use lake_tests::cluster::Cluster;
-use lake_tests::{err_text, wait_for, write, zrange};
+use lake_tests::{err_text, gc, wait_for, write, zrange};
 use redis::ConnectionLike;
 use serde_json::json;
 
@@ -207,24 +207,12 @@ fn gc_on_every_primary_deletes_only_its_own_orphans() {
         wait_for(
             "objects older than the grace",
             Duration::from_secs(30),
-            || {
-                let r: Vec<i64> = redis::cmd("LAKE.GC")
-                    .arg("DRYRUN")
-                    .arg("GRACE")
-                    .arg(0)
-                    .query(&mut con)
-                    .expect("LAKE.GC DRYRUN");
-                r[2] == 0
-            },
+            || gc(&mut con, &["DRYRUN", "GRACE", "0"])[2] == 0,
         );
     }
     let (mut scanned, mut referenced, mut deleted) = (0, 0, 0);
     for &p in &primaries {
-        let r: Vec<i64> = redis::cmd("LAKE.GC")
-            .arg("GRACE")
-            .arg(0)
-            .query(&mut cluster.con(p))
-            .expect("LAKE.GC");
+        let r = gc(&mut cluster.con(p), &["GRACE", "0"]);
         scanned += r[0];
         referenced += r[1];
         deleted += r[4];

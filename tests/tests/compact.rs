@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lake_tests::{err_text, read, redis, wait_for, write, write_mode, zrange, Lake, Options};
+use lake_tests::{err_text, gc, read, redis, wait_for, write, write_mode, zrange, Lake, Options};
 
 fn compact(c: &mut redis::Connection, cat: &str) -> (i64, i64, Option<i64>, i64) {
     redis::cmd("LAKE.COMPACT")
@@ -120,21 +120,9 @@ fn compaction_keeps_every_answer_and_refuses_at_below_the_floor() {
     wait_for(
         "compacted objects older than the grace",
         Duration::from_secs(30),
-        || {
-            let r: Vec<i64> = redis::cmd("LAKE.GC")
-                .arg("DRYRUN")
-                .arg("GRACE")
-                .arg(0)
-                .query(&mut c)
-                .unwrap();
-            r[3] == 16
-        },
+        || gc(&mut c, &["DRYRUN", "GRACE", "0"])[3] == 16,
     );
-    let r: Vec<i64> = redis::cmd("LAKE.GC")
-        .arg("GRACE")
-        .arg(0)
-        .query(&mut c)
-        .unwrap();
+    let r = gc(&mut c, &["GRACE", "0"]);
     assert_eq!(r[4], 16);
     let objects: HashSet<String> = lake.objects().into_iter().collect();
     assert_eq!(objects.len(), 3 + 1, "3 deltas and the snapshot remain");

@@ -3,12 +3,8 @@
 
 use std::time::Duration;
 
-use lake_tests::{err_text, read, redis, wait_for, write, Lake, Options, StoreKind};
+use lake_tests::{err_text, gc, read, redis, wait_for, write, Lake, Options, StoreKind};
 use serde_json::json;
-
-fn gc(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
-    redis::cmd("LAKE.GC").arg(args).query(c).unwrap()
-}
 
 const STRAY: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 const YOUNG: &str = "1f8fad5b-d9cb-469f-a165-70867728950e";
