@@ -8,6 +8,7 @@
 //! - [`stamp`]: commit-stamp allocation.
 //! - [`mode`]: write modes.
 //! - [`envelope`]: the self-describing object bodies in the store.
+//! - [`segment`]: many delta records per object, located from their uuid.
 //! - [`proto`]: the framed module<->sidecar wire protocol.
 //! - [`error`]: the coarse error kinds and their Redis reply prefixes.
 
@@ -19,6 +20,7 @@ pub mod member;
 pub mod mode;
 pub mod path;
 pub mod proto;
+pub mod segment;
 pub mod stamp;
 
 pub use error::{ErrorKind, LakeError};

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use crate::LakeError;
 
 /// Protocol version carried in every frame and in the handshake.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Magic string of the handshake.
 pub const MAGIC: &str = "lake";
 /// Bytes after the length prefix that every frame has (version + id).
@@ -40,8 +40,10 @@ pub struct Hello {
     pub version: u8,
 }
 
-/// Store one delta body. The uuid is chosen by the module, so a retried
-/// upload overwrites the same object instead of creating a second one.
+/// Store one delta body. The module proposes a (version 4) uuid, so a
+/// retried upload of a one-object delta overwrites the same object instead of
+/// creating a second one; a store that batches writes into segments answers
+/// with the (version 8) uuid that locates the record instead ([`Stored`]).
 ///
 /// The value travels as the frame's tail, after the JSON message, exactly
 /// as the client sent it: the module copies it into the frame and nothing
@@ -134,9 +136,13 @@ pub struct HelloOk {
     pub local_store: bool,
 }
 
-/// The delta body is durably stored.
+/// The delta body is durably stored, under `uuid`: the one the module
+/// proposed, or the one the sidecar chose to locate a segment record. The
+/// module indexes `<field>:<uuid>` with this uuid, after checking its shape.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Stored {}
+pub struct Stored {
+    pub uuid: String,
+}
 
 /// The merged document (or the value at the read's path; `None` when the path
 /// is absent), and the snapshot stored from it when one was asked for `Now`.
@@ -330,7 +336,12 @@ mod tests {
 
     #[test]
     fn frame_ready_needs_the_whole_frame() {
-        let frame = encode(3, &Response::Stored(Stored {}));
+        let frame = encode(
+            3,
+            &Response::Stored(Stored {
+                uuid: String::new(),
+            }),
+        );
         assert!(frame_ready(&frame));
         assert!(!frame_ready(&frame[..frame.len() - 1]));
         assert!(!frame_ready(&frame[..3]));

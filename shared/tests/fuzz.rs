@@ -2,7 +2,8 @@
 //! panicking, and the decoder never allocates what a length prefix claims
 //! before the bytes arrive.
 
-use lake_shared::{catalog, member, mode, path, proto};
+use lake_shared::segment::{self, Locator};
+use lake_shared::{catalog, member, mode, path, proto, ErrorKind};
 use proptest::prelude::*;
 
 proptest! {
@@ -47,6 +48,35 @@ proptest! {
         }
         let _ = mode::parse(&s);
         let _ = catalog::validate_uuid(&s);
+    }
+
+    #[test]
+    fn any_uuid_decodes_to_a_record_inside_a_segment_or_is_refused(v in any::<u128>()) {
+        let h = format!("{v:032x}");
+        let u = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+        match Locator::from_uuid(&u) {
+            Ok(Some(loc)) => {
+                prop_assert!(loc.len > 0 && loc.end() <= segment::MAX_SEGMENT_BYTES);
+                prop_assert_eq!(loc.to_uuid(), u);
+            }
+            Ok(None) => prop_assert_ne!(&u[14..15], "8"),
+            Err(e) => prop_assert_eq!(e.kind, ErrorKind::Data),
+        }
+    }
+
+    #[test]
+    fn locators_round_trip(segment in 0u64..1 << 60, offset in 0u32..1 << 29, len in 1u32..1 << 29) {
+        let loc = Locator { segment, offset, len };
+        prop_assert_eq!(Locator::from_uuid(&loc.to_uuid()).unwrap(), Some(loc));
+    }
+
+    #[test]
+    fn trailer_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128), magic in any::<bool>()) {
+        let mut b = bytes;
+        if magic { b.extend_from_slice(segment::MAGIC); }
+        if let Err(e) = segment::decode_trailer(&b, "k") {
+            prop_assert_eq!(e.kind, ErrorKind::Data);
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ async fn healthz(State(s): State<Arc<Service>>) -> impl IntoResponse {
         Ok(()) => (
             StatusCode::OK,
             axum_json(
-                serde_json::json!({"status": "ok", "store": s.store.describe(), "modes": modes}),
+                serde_json::json!({"status": "ok", "store": s.store.describe(), "layout": s.layout(), "modes": modes}),
             ),
         ),
         Err(e) => (

@@ -1,7 +1,8 @@
 //! lake-sidecar as a library: everything but argument parsing, so each part
 //! is unit tested directly.
 //!
-//! - [`store`]: object stores (`file://`).
+//! - [`store`]: object stores (`local://`, `file://`, `s3://`).
+//! - [`batch`]: many writes per PUT, as segment objects.
 //! - [`cache`]: merged documents, so reads merge only new deltas.
 //! - [`native`]: the built-in modes and the left fold, in Rust.
 //! - [`merge`]: the merge engine's threads; QuickJS for custom modes.
@@ -9,6 +10,7 @@
 //! - [`channel`]: the Unix-socket server the module talks to.
 //! - [`http`]: `/healthz` and `/metrics`.
 
+pub mod batch;
 pub mod cache;
 pub mod channel;
 pub mod http;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use lake_sidecar::{channel, http, merge, service, store};
+use lake_sidecar::{batch, channel, http, merge, service, store};
 
 /// Lake sidecar: object store, QuickJS merge engine and snapshots for the
 /// Lake Redis module.
@@ -44,6 +44,25 @@ struct Args {
     /// Bodies above this many MiB are uploaded in parts.
     #[arg(long, env = "LAKE_S3_MULTIPART_MB", default_value_t = 16)]
     s3_multipart_mb: usize,
+    /// How writes are stored: segments (many writes per object, one PUT per
+    /// batch; the default on s3://) or objects (one object per write; the
+    /// default on file://). local:// is a segment log of its own and takes
+    /// neither.
+    #[arg(long, env = "LAKE_LAYOUT")]
+    layout: Option<Layout>,
+    /// Segment PUTs in flight at once (segments layout).
+    #[arg(long, env = "LAKE_BATCH_INFLIGHT", default_value_t = 4)]
+    batch_inflight: usize,
+    /// How long a write may wait for others to share its segment, in
+    /// microseconds (0: never waits; batches form while PUTs are running).
+    #[arg(long, env = "LAKE_BATCH_WINDOW_US", default_value_t = 0)]
+    batch_window_us: u64,
+    /// Largest segment, in MiB of records.
+    #[arg(long, env = "LAKE_BATCH_SEGMENT_MB", default_value_t = 8)]
+    batch_segment_mb: usize,
+    /// Writes whose stored body is above this many KiB get their own object.
+    #[arg(long, env = "LAKE_BATCH_RECORD_KB", default_value_t = 1024)]
+    batch_record_kb: usize,
     /// HTTP address for /healthz and /metrics, e.g. 127.0.0.1:9740. Off when unset.
     #[arg(long, env = "LAKE_HTTP")]
     http: Option<String>,
@@ -69,6 +88,13 @@ struct Args {
     /// Requests served at once; more are refused with LAKEBUSY.
     #[arg(long, env = "LAKE_MAX_INFLIGHT", default_value_t = 4096)]
     max_inflight: usize,
+}
+
+/// How writes are laid out in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Layout {
+    Segments,
+    Objects,
 }
 
 fn main() {
@@ -107,12 +133,33 @@ fn run(args: Args) -> Result<(), String> {
         max_concurrency: args.s3_max_concurrency,
         multipart_threshold: args.s3_multipart_mb << 20,
     };
+    let is_local = args.store.starts_with("local://");
+    let layout = match (args.layout, is_local) {
+        (Some(Layout::Segments), true) => return Err(
+            "--layout segments: a local:// store is already a segment log; use it without --layout"
+                .into(),
+        ),
+        (Some(l), _) => l,
+        (None, _) if args.store.starts_with("s3://") => Layout::Segments,
+        (None, _) => Layout::Objects,
+    };
+    let segments = (layout == Layout::Segments && !is_local).then(|| batch::Settings {
+        inflight: args.batch_inflight.max(1),
+        window: Duration::from_micros(args.batch_window_us),
+        max_segment_bytes: args.batch_segment_mb.max(1) << 20,
+        max_record_bytes: args.batch_record_kb << 10,
+    });
     rt.block_on(async move {
         let store = store::open(&args.store, &s3opts)
             .await
             .map_err(|e| e.message)?;
-        let service =
-            service::Service::new(store, engine, args.max_doc_mb << 20, args.cache_mb << 20);
+        let service = service::Service::new(
+            store,
+            engine,
+            args.max_doc_mb << 20,
+            args.cache_mb << 20,
+            segments,
+        );
         if let Err(e) = service.store.health().await {
             eprintln!("lake-sidecar: warning: {}", e.message);
         }
@@ -130,8 +177,9 @@ fn run(args: Args) -> Result<(), String> {
             });
         }
         eprintln!(
-            "lake-sidecar: serving {} on {} (modes: {}){}",
+            "lake-sidecar: serving {} ({} layout) on {} (modes: {}){}",
             service.store.describe(),
+            service.layout(),
             args.socket.display(),
             service.engine.modes().join(", "),
             args.http

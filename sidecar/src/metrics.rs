@@ -46,6 +46,8 @@ counters! {
     snapshot_errors_total: "Snapshot builds that failed.",
     snapshots_skipped_total: "Background snapshots skipped because one was already being built for the catalog.",
     store_puts_total: "Object store PUT requests.",
+    segments_total: "Segment objects stored (one PUT holding many writes).",
+    segment_records_total: "Writes stored as records of a segment.",
     store_gets_total: "Object store GET requests.",
     cache_hits_total: "Reads that started from a cached merged document.",
     cache_misses_total: "Reads merged from the snapshot (or the start) because nothing usable was cached.",

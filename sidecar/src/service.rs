@@ -1,7 +1,11 @@
 //! The sidecar's work: store a delta, merge a read, build snapshots.
 //!
 //! Invariants:
-//! - A `Put` answers `Stored` only after the store's durable put returned.
+//! - A `Put` answers `Stored` only after the store's durable put returned:
+//!   the delta's own object (under the module's uuid), or the segment holding
+//!   its record (under the uuid that locates it, see `batch.rs`).
+//! - A read fetches one-object deltas by key and segment records by ranged
+//!   GET, one GET for records of a segment that lie close together.
 //! - A read fails as a whole, naming the catalog and the delta, when any body
 //!   is missing or unreadable or any merge step throws; nothing is skipped and
 //!   no snapshot is built from a failed merge.
@@ -12,31 +16,46 @@
 //! - A read starts from the merged-document cache only where the cache's
 //!   rules allow (`cache.rs`); the answer is the same as a full merge.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use lake_shared::cluster::{self, SlotSet};
 use lake_shared::envelope;
 use lake_shared::proto::{
-    Doc, Gc, GcReport, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
+    DeltaRef, Doc, Gc, GcReport, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
 };
+use lake_shared::segment::{self, Locator};
 use lake_shared::{catalog, path, LakeError};
 use serde_json::value::RawValue;
 
+use crate::batch::{self, Batcher};
 use crate::cache::DocCache;
 use crate::merge::{Delta as FoldDelta, Engine, Fold};
 use crate::metrics::Metrics;
 use crate::native;
-use crate::store::Store;
+use crate::store::{ObjectInfo, Store};
 
 /// How many object reads one merge keeps in flight.
 const FETCH_CONCURRENCY: usize = 32;
+/// Records of one segment at most this far apart are read in one ranged GET
+/// (the bytes between are read and dropped: cheaper than a request).
+const COALESCE_GAP: u64 = 64 << 10;
+/// Largest ranged GET one coalesced read makes.
+const MAX_SPAN: u64 = 8 << 20;
+/// Bytes read from a segment's end to find its trailer, first try.
+const TAIL_GUESS: u64 = 64 << 10;
+/// Segments whose catalogs GC remembers (a segment never changes).
+const TRAILER_CACHE: usize = 100_000;
 
 pub struct Service {
-    pub store: Box<dyn Store>,
+    pub store: Arc<dyn Store>,
     pub engine: Engine,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Set when writes go to segments; `None`: one object per write.
+    batcher: Option<Batcher>,
+    /// The catalogs of segments GC has read the trailer of.
+    trailers: Mutex<HashMap<u64, Arc<Vec<String>>>>,
     /// Largest document (or value at a path) a read may return.
     pub max_doc_bytes: usize,
     pub cache: DocCache,
@@ -68,20 +87,37 @@ impl Drop for BuildGuard {
 }
 
 impl Service {
+    /// A service over `store`; with `segments`, writes are batched into
+    /// segment objects (this starts a task: call within a tokio runtime).
     pub fn new(
         store: Box<dyn Store>,
         engine: Engine,
         max_doc_bytes: usize,
         cache_bytes: usize,
+        segments: Option<batch::Settings>,
     ) -> Arc<Service> {
+        let store: Arc<dyn Store> = Arc::from(store);
+        let metrics = Arc::new(Metrics::default());
+        let batcher = segments.map(|s| Batcher::start(store.clone(), s, metrics.clone()));
         Arc::new(Service {
             store,
             engine,
             max_doc_bytes,
             cache: DocCache::new(cache_bytes),
-            metrics: Metrics::default(),
+            metrics,
+            batcher,
+            trailers: Mutex::new(HashMap::new()),
             building: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether writes are batched into segments.
+    pub fn layout(&self) -> &'static str {
+        if self.batcher.is_some() {
+            "segments"
+        } else {
+            "objects"
+        }
     }
 
     /// Stores one delta body.
@@ -105,15 +141,20 @@ impl Service {
             .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
         let value = serde_json::from_str::<&RawValue>(&text)
             .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
-        let key = catalog::delta_object(&p.catalog, &p.uuid);
         let body = envelope::Delta::encode(&p.catalog, &p.field, &p.mode, value);
-        Metrics::inc(&self.metrics.store_puts_total);
-        let res = self.store.put(&key, body).await;
+        let res = match &self.batcher {
+            Some(b) if b.accepts(body.len()) => b.put(&p.catalog, body).await,
+            _ => {
+                let key = catalog::delta_object(&p.catalog, &p.uuid);
+                Metrics::inc(&self.metrics.store_puts_total);
+                self.store.put(&key, body).await.map(|()| p.uuid)
+            }
+        };
         match &res {
-            Ok(()) => Metrics::inc(&self.metrics.writes_total),
+            Ok(_) => Metrics::inc(&self.metrics.writes_total),
             Err(_) => Metrics::inc(&self.metrics.write_errors_total),
         }
-        res.map(|()| Stored {})
+        res.map(|uuid| Stored { uuid })
     }
 
     /// Merges a read. Returns the answer and, for a background snapshot, the
@@ -159,28 +200,7 @@ impl Service {
             }
             None => None,
         };
-        let mut wanted = Vec::with_capacity(new_deltas.len());
-        for d in new_deltas {
-            catalog::validate_uuid(&d.uuid)?;
-            wanted.push((
-                catalog::delta_object(cat, &d.uuid),
-                format!("delta {}", d.uuid),
-            ));
-        }
-        let this = self.clone();
-        let owned_cat = cat.to_string();
-        let bodies: Vec<(String, Vec<u8>)> = futures::stream::iter(wanted)
-            .map(move |(key, what)| {
-                let this = this.clone();
-                let cat = owned_cat.clone();
-                async move {
-                    let body = this.fetch(&key, &cat, &what).await?;
-                    Ok::<_, LakeError>((key, body))
-                }
-            })
-            .buffered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let bodies = self.fetch_deltas(cat, new_deltas).await?;
 
         // Decode envelopes and check they are what the index says they are.
         let cached = hit.map(|h| h.doc);
@@ -300,13 +320,50 @@ impl Service {
     /// the asking node serves (`g.slots`): every shard shares the store, and
     /// a node's index says nothing about another shard's catalogs. A failed
     /// delete stops the pass with an error.
+    ///
+    /// A segment goes only as a whole: when no record of it is referenced,
+    /// and, in a cluster, when its trailer says every record belongs to a
+    /// catalog this node serves (a record of another shard's catalog, or one
+    /// whose slot is moving, counts as referenced). A segment whose trailer
+    /// cannot be read is kept.
     pub async fn gc(&self, g: Gc) -> Result<GcReport, LakeError> {
+        let mut live_segments = HashSet::new();
+        for key in &g.referenced {
+            let stem = key
+                .rsplit_once('/')
+                .and_then(|(_, name)| name.strip_suffix(".json"));
+            if let Some(Ok(Some(loc))) = stem.map(Locator::from_uuid) {
+                live_segments.insert(loc.segment);
+            }
+        }
         let referenced: HashSet<String> = g.referenced.into_iter().collect();
         let served = g.slots.as_deref().map(SlotSet::from_ranges);
         let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(g.grace_secs);
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
-        for o in self.store.list().await? {
+        let listed = self.store.list().await?;
+        if let Ok(mut t) = self.trailers.lock() {
+            let present: HashSet<u64> = listed
+                .iter()
+                .filter_map(|o| segment::parse_segment_key(&o.key))
+                .collect();
+            t.retain(|id, _| present.contains(id));
+        }
+        for o in listed {
+            if let Some(id) = segment::parse_segment_key(&o.key) {
+                report.scanned += 1;
+                if live_segments.contains(&id) {
+                    report.referenced += 1;
+                } else if o.modified > cutoff {
+                    report.young += 1;
+                } else if self.segment_is_ours(id, &o, served.as_ref()).await {
+                    report.orphans += 1;
+                    doomed.push(o.key);
+                } else {
+                    report.referenced += 1;
+                }
+                continue;
+            }
             if !catalog::is_lake_object(&o.key) {
                 continue;
             }
@@ -387,6 +444,190 @@ impl Service {
         Metrics::inc(&self.metrics.store_gets_total);
         self.store.get(key).await.map_err(|e| named(cat, what, e))
     }
+
+    /// The bodies of `deltas`, in order, each with a name for error messages
+    /// (its object key, or its segment and byte range). Records of one
+    /// segment that lie close together come in one ranged GET.
+    async fn fetch_deltas(
+        &self,
+        cat: &str,
+        deltas: &[DeltaRef],
+    ) -> Result<Vec<(String, Vec<u8>)>, LakeError> {
+        let mut jobs = Vec::new();
+        let mut records: HashMap<u64, Vec<(usize, Locator)>> = HashMap::new();
+        for (i, d) in deltas.iter().enumerate() {
+            let what = || format!("delta {}", d.uuid);
+            match Locator::from_uuid(&d.uuid).map_err(|e| named(cat, &what(), e))? {
+                None => jobs.push(Fetch::Object {
+                    at: i,
+                    key: catalog::delta_object(cat, &d.uuid),
+                }),
+                Some(loc) => records.entry(loc.segment).or_default().push((i, loc)),
+            }
+        }
+        for (_, mut recs) in records {
+            recs.sort_by_key(|(_, l)| l.offset);
+            let mut span: Option<Fetch> = None;
+            for (i, loc) in recs {
+                if let Some(Fetch::Span {
+                    start, end, parts, ..
+                }) = &mut span
+                {
+                    let joined = loc.end().max(*end) - *start;
+                    if (loc.offset as u64) <= *end + COALESCE_GAP && joined <= MAX_SPAN {
+                        *end = loc.end().max(*end);
+                        parts.push((i, loc));
+                        continue;
+                    }
+                }
+                jobs.extend(span.take());
+                span = Some(Fetch::Span {
+                    key: loc.key(),
+                    start: loc.offset as u64,
+                    end: loc.end(),
+                    parts: vec![(i, loc)],
+                });
+            }
+            jobs.extend(span);
+        }
+        let got: Vec<Vec<(usize, String, Vec<u8>)>> = futures::stream::iter(jobs)
+            .map(|job| self.run_fetch(cat, deltas, job))
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut out: Vec<Option<(String, Vec<u8>)>> = vec![None; deltas.len()];
+        for (i, name, body) in got.into_iter().flatten() {
+            out[i] = Some((name, body));
+        }
+        out.into_iter()
+            .zip(deltas)
+            .map(|(b, d)| {
+                b.ok_or_else(|| {
+                    LakeError::internal(format!(
+                        "catalog '{cat}': delta {} was not fetched",
+                        d.uuid
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    async fn run_fetch(
+        &self,
+        cat: &str,
+        deltas: &[DeltaRef],
+        job: Fetch,
+    ) -> Result<Vec<(usize, String, Vec<u8>)>, LakeError> {
+        Metrics::inc(&self.metrics.store_gets_total);
+        match job {
+            Fetch::Object { at, key } => {
+                let what = format!("delta {}", deltas[at].uuid);
+                let body = self
+                    .store
+                    .get(&key)
+                    .await
+                    .map_err(|e| named(cat, &what, e))?;
+                Ok(vec![(at, key, body)])
+            }
+            Fetch::Span {
+                key,
+                start,
+                end,
+                parts,
+            } => {
+                let what = match parts.as_slice() {
+                    [(at, _)] => format!("delta {}", deltas[*at].uuid),
+                    [(at, _), rest @ ..] => format!(
+                        "delta {} (and {} more in the same segment)",
+                        deltas[*at].uuid,
+                        rest.len()
+                    ),
+                    [] => "delta".to_string(),
+                };
+                let bytes = self
+                    .store
+                    .get_range(&key, start, end - start)
+                    .await
+                    .map_err(|e| named(cat, &what, e))?;
+                parts
+                    .into_iter()
+                    .map(|(at, loc)| {
+                        let from = (loc.offset as u64 - start) as usize;
+                        let body = bytes.get(from..from + loc.len as usize).ok_or_else(|| {
+                            LakeError::internal(format!(
+                                "catalog '{cat}': ranged read of '{key}' returned {} bytes",
+                                bytes.len()
+                            ))
+                        })?;
+                        Ok((
+                            at,
+                            format!("{key}[{}..{}]", loc.offset, loc.end()),
+                            body.to_vec(),
+                        ))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Whether every record of a segment belongs to a catalog this node
+    /// serves (always, outside a cluster). Unknown counts as no.
+    async fn segment_is_ours(&self, id: u64, o: &ObjectInfo, served: Option<&SlotSet>) -> bool {
+        let Some(served) = served else {
+            return true;
+        };
+        match self.segment_catalogs(id, o).await {
+            Ok(cats) => cats
+                .iter()
+                .all(|c| served.contains(cluster::catalog_slot(c))),
+            Err(e) => {
+                eprintln!("lake-sidecar: gc keeps segment '{}': {}", o.key, e.message);
+                false
+            }
+        }
+    }
+
+    /// The catalogs a segment holds records of, from its trailer (cached:
+    /// a segment never changes).
+    async fn segment_catalogs(
+        &self,
+        id: u64,
+        o: &ObjectInfo,
+    ) -> Result<Arc<Vec<String>>, LakeError> {
+        if let Some(c) = self.trailers.lock().ok().and_then(|t| t.get(&id).cloned()) {
+            return Ok(c);
+        }
+        let tail = TAIL_GUESS.min(o.size);
+        Metrics::inc(&self.metrics.store_gets_total);
+        let mut bytes = self.store.get_range(&o.key, o.size - tail, tail).await?;
+        let need = (segment::trailer_len(&bytes, &o.key)? + segment::FOOTER_BYTES) as u64;
+        if need > tail && need <= o.size {
+            Metrics::inc(&self.metrics.store_gets_total);
+            bytes = self.store.get_range(&o.key, o.size - need, need).await?;
+        }
+        let cats = Arc::new(segment::decode_trailer(&bytes, &o.key)?.catalogs);
+        if let Ok(mut t) = self.trailers.lock() {
+            if t.len() >= TRAILER_CACHE {
+                t.clear();
+            }
+            t.insert(id, cats.clone());
+        }
+        Ok(cats)
+    }
+}
+
+/// One read from the store for a merge.
+#[derive(Debug)]
+enum Fetch {
+    /// A one-object delta, the `at`-th of the read.
+    Object { at: usize, key: String },
+    /// Bytes `start..end` of a segment, holding the records in `parts`.
+    Span {
+        key: String,
+        start: u64,
+        end: u64,
+        parts: Vec<(usize, Locator)>,
+    },
 }
 
 /// Prefixes an error with the catalog and the object it concerns.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use lake_shared::segment::Locator;
 pub use redis;
 
 pub mod cluster;
@@ -490,6 +491,26 @@ impl Lake {
         }
     }
 
+    /// The stored bytes of one delta, read from the store itself: its own
+    /// object, or its record cut out of the segment its uuid names.
+    pub fn delta_bytes(&self, cat: &str, uuid: &str) -> Vec<u8> {
+        let body = self.object(&delta_key(cat, uuid));
+        match Locator::from_uuid(uuid) {
+            Ok(Some(loc)) => body
+                .get(loc.offset as usize..loc.end() as usize)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "segment {} has {} bytes; record {uuid} ends at {}",
+                        loc.key(),
+                        body.len(),
+                        loc.end()
+                    )
+                })
+                .to_vec(),
+            _ => body,
+        }
+    }
+
     /// Replaces one object's bytes behind Lake's back (not on `local://`,
     /// whose log only the sidecar writes).
     pub fn put_object(&self, key: &str, body: &[u8]) {
@@ -754,6 +775,15 @@ pub fn s3_list(rt: &tokio::runtime::Runtime, client: &aws_sdk_s3::Client) -> Vec
     }
     out.sort();
     out
+}
+
+/// The object holding a delta: its own `<catalog>/<uuid>.json`, or the
+/// segment a version-8 uuid names.
+pub fn delta_key(cat: &str, uuid: &str) -> String {
+    match Locator::from_uuid(uuid) {
+        Ok(Some(loc)) => loc.key(),
+        _ => lake_shared::catalog::delta_object(cat, uuid),
+    }
 }
 
 /// A plain aws-sdk-s3 client for the test S3 server on `port`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lake_shared::cluster::catalog_slot;
 use lake_tests::cluster::Cluster;
-use lake_tests::{err_text, gc, wait_for, write, zrange};
+use lake_tests::{delta_key, err_text, gc, wait_for, write, zrange};
 use redis::ConnectionLike;
 use serde_json::json;
 
@@ -139,7 +139,7 @@ fn assert_all_kept(cluster: &mut Cluster, acks: &[Ack]) {
                 "acknowledged write {a:?} is not indexed on the owner"
             );
             assert!(
-                objects.contains(&format!("{cat}/{}.json", a.uuid)),
+                objects.contains(&delta_key(cat, &a.uuid)),
                 "acknowledged write {a:?} has no object"
             );
             let (w, n) = a.field.split_once('.').expect("field");
@@ -230,10 +230,7 @@ fn gc_on_every_primary_deletes_only_its_own_orphans() {
         let owner = cluster.owner(catalog_slot(c));
         for (m, _) in zrange(&mut cluster.con(owner), &format!("catalog:{{{c}}}")) {
             let uuid = m.rsplit_once(':').unwrap().1;
-            assert!(
-                objects.contains(&format!("{c}/{uuid}.json")),
-                "{c} lost {m}"
-            );
+            assert!(objects.contains(&delta_key(c, uuid)), "{c} lost {m}");
         }
         assert_eq!(
             objects

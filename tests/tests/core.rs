@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use lake_tests::{read, redis, wait_for, write, write_mode, zrange, Lake, Options, StoreKind};
+use lake_tests::{
+    delta_key, read, redis, wait_for, write, write_mode, zrange, Lake, Options, StoreKind,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -34,8 +36,8 @@ fn readme_example_round_trip(kind: StoreKind) {
         zrange(&mut c, "catalog:{users}"),
         vec![(format!("profile.name:{uuid}"), stamp)]
     );
-    assert_eq!(lake.objects(), vec![format!("users/{uuid}.json")]);
-    let body: Value = serde_json::from_slice(&lake.object(&format!("users/{uuid}.json"))).unwrap();
+    assert_eq!(lake.objects(), vec![delta_key("users", &uuid)]);
+    let body: Value = serde_json::from_slice(&lake.delta_bytes("users", &uuid)).unwrap();
     assert_eq!(
         body,
         json!({"v":1,"catalog":"users","field":"profile.name","mode":"set","value":{"first":"John"}})
@@ -571,17 +573,23 @@ fn missing_delta_fails_the_read_naming_it_and_writes_no_snapshot(kind: StoreKind
     write(&mut c, "miss", "a", "1").unwrap();
     let (uuid, _) = write(&mut c, "miss", "b", "2").unwrap();
     write(&mut c, "miss", "c", "3").unwrap();
-    lake.delete_object(&format!("miss/{uuid}.json"));
+    lake.delete_object(&delta_key("miss", &uuid));
     for args in [vec![], vec!["SNAP"]] {
         let err = read(&mut c, "miss", &args).unwrap_err();
         assert!(err.starts_with("LAKEDATA catalog 'miss'"), "{err}");
         assert!(err.contains(&uuid), "{err}");
     }
     assert!(zrange(&mut c, "catalog:{miss}:snap").is_empty());
-    // Truncated body: also named.
-    lake.put_object(&format!("miss/{uuid}.json"), b"");
+    // Truncated body (or segment): also named.
+    let key = delta_key("miss", &uuid);
+    lake.put_object(&key, b"");
     let err = read(&mut c, "miss", &[]).unwrap_err();
-    assert!(err.contains(&uuid) && err.contains("empty"), "{err}");
+    let why = if key.starts_with(".segments/") {
+        "shorter than the range"
+    } else {
+        "empty"
+    };
+    assert!(err.contains(&uuid) && err.contains(why), "{err}");
 }
 
 fn throwing_mode_fails_the_read_naming_the_delta(kind: StoreKind) {
@@ -710,7 +718,7 @@ fn bytes_read_back_equal_bytes_written(kind: StoreKind) {
         let want = format!(
             r#"{{"v":1,"catalog":"bytes","field":"{field}","mode":"set","value":{value}}}"#
         );
-        let got = lake.object(&format!("bytes/{uuid}.json"));
+        let got = lake.delta_bytes("bytes", &uuid);
         assert_eq!(got.len(), want.len(), "{field}: object size");
         assert!(
             got == want.as_bytes(),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use lake_tests::{read, redis, wait_for, write, zrange, Lake, Options, StoreKind};
+use lake_tests::{delta_key, read, redis, wait_for, write, zrange, Lake, Options, StoreKind};
 use serde_json::json;
 
 #[test]
@@ -172,7 +172,7 @@ fn load_through_fault(
     for (m, _) in &index {
         let uuid = m.rsplit_once(':').unwrap().1;
         assert!(
-            objects.contains(&format!("load/{uuid}.json")),
+            objects.contains(&delta_key("load", uuid)),
             "index entry {m} has no object"
         );
     }
@@ -403,7 +403,7 @@ fn acknowledged_writes_survive_redis_kill_under_load_with_aof() {
     for (m, _) in &index {
         let uuid = m.rsplit_once(':').unwrap().1;
         assert!(
-            objects.contains(&format!("kill/{uuid}.json")),
+            objects.contains(&delta_key("kill", uuid)),
             "index entry {m} has no object"
         );
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lake_tests::{err_text, redis, wait_for, write, zrange, Lake, Options};
+use lake_tests::{delta_key, err_text, redis, wait_for, write, zrange, Lake, Options};
 
 fn assert_no_crash(log: &str, who: &str) {
     assert!(
@@ -116,7 +116,7 @@ fn failover_with_writes_in_flight_keeps_the_primary_and_every_acknowledged_write
             index.contains(&(format!("{field}:{uuid}"), *stamp)),
             "acknowledged {field} {uuid} is not on the new primary"
         );
-        assert!(objects.contains(&format!("fo/{uuid}.json")));
+        assert!(objects.contains(&delta_key("fo", uuid)));
     }
     assert_eq!(
         index.len(),

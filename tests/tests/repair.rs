@@ -4,7 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use lake_tests::{err_text, read, redis, wait_for, write, write_mode, zrange, Lake, Options};
+use lake_tests::{
+    delta_key, err_text, read, redis, wait_for, write, write_mode, zrange, Lake, Options,
+};
 use serde_json::json;
 
 fn metric(lake: &Lake, name: &str) -> i64 {
@@ -52,7 +54,7 @@ fn remove_repairs_a_catalog_whose_reads_fail() {
     assert!(err.starts_with("ERR invalid uuid"), "{err}");
     assert_eq!(zrange(&mut c, "catalog:{r}").len(), 2);
     // The object stays for GC; the index no longer names it.
-    assert!(lake.objects().contains(&format!("r/{bad}.json")));
+    assert!(lake.objects().contains(&delta_key("r", &bad)));
 }
 
 /// A snapshot built from a read that started before a removal must not be

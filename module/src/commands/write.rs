@@ -44,15 +44,14 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     let client = state::client()?;
     client.check_room()?;
 
-    let uuid = uuid::Uuid::new_v4().to_string();
     let req = Request::Put(Put {
         catalog: cat.to_string(),
-        uuid: uuid.clone(),
+        uuid: uuid::Uuid::new_v4().to_string(),
         field: field.to_string(),
         mode,
         value: Vec::new(),
     });
-    let (cat, member) = (cat.to_string(), member::encode(field, &uuid));
+    let (cat, field) = (cat.to_string(), field.to_string());
     let bc = Blocked::new(ctx)?;
     // The value goes as the frame's tail: one copy, no parse here (the
     // sidecar checks it is JSON and answers ERR if not).
@@ -60,16 +59,26 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         &req,
         args[3].as_slice(),
         Box::new(move |res| match res {
-            Ok(Response::Stored(_)) => bc.commit(Box::new(move |ctx| {
-                check_shared_store(ctx)?;
-                owner::check_delta_commit(ctx, &cat, access)?;
-                let stamp = commit_delta(ctx, &cat, &member)?;
-                stats::bump(&stats::WRITES);
-                Ok(RedisValue::Array(vec![
-                    RedisValue::BulkString(uuid),
-                    RedisValue::Integer(stamp),
-                ]))
-            })),
+            // The sidecar says which uuid the body is stored under (its own
+            // when it batched the write into a segment): that one is indexed.
+            Ok(Response::Stored(s)) => match catalog::validate_uuid(&s.uuid) {
+                Ok(()) => bc.commit(Box::new(move |ctx| {
+                    check_shared_store(ctx)?;
+                    owner::check_delta_commit(ctx, &cat, access)?;
+                    let stamp = commit_delta(ctx, &cat, &member::encode(&field, &s.uuid))?;
+                    stats::bump(&stats::WRITES);
+                    Ok(RedisValue::Array(vec![
+                        RedisValue::BulkString(s.uuid),
+                        RedisValue::Integer(stamp),
+                    ]))
+                })),
+                Err(_) => bc.finish(Box::new(move |_| {
+                    Err(LakeError::internal(format!(
+                        "the sidecar stored the write under '{}', which is not a uuid; nothing was indexed",
+                        s.uuid
+                    )))
+                })),
+            },
             Ok(Response::Error(e)) | Err(e) => bc.finish(Box::new(move |_| Err(e))),
             Ok(other) => bc.finish(Box::new(move |_| Err(unexpected(&other)))),
         }),

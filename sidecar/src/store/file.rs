@@ -116,6 +116,7 @@ impl Store for FileStore {
                     } else if let Ok(rel) = e.path().strip_prefix(&root) {
                         out.push(super::ObjectInfo {
                             key: rel.to_string_lossy().into_owned(),
+                            size: meta.len(),
                             modified: meta.modified()?,
                         });
                     }

@@ -748,6 +748,7 @@ impl Store for LocalStore {
             .iter()
             .map(|(k, loc)| ObjectInfo {
                 key: k.clone(),
+                size: (loc.len as usize).saturating_sub(HEADER + k.len()) as u64,
                 modified: UNIX_EPOCH + Duration::from_millis(loc.modified_ms),
             })
             .collect())

@@ -7,7 +7,8 @@
 //! - `put` returns only once the object is durable; a failed `put` leaves at
 //!   most an orphan, never a partial object under the key.
 //! - `get` of a missing key is a `Data` error naming the key, never empty
-//!   bytes.
+//!   bytes; `get_range` answers exactly the bytes asked for or a `Data` error
+//!   (a range that ends past the object is damage, not a short read).
 //! - No key escapes the store's root ([`check_key`]).
 
 pub mod file;
@@ -23,6 +24,12 @@ pub trait Store: Send + Sync + 'static {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError>;
     /// Reads the object under `key`.
     async fn get(&self, key: &str) -> Result<Vec<u8>, LakeError>;
+    /// Reads `len` bytes of the object under `key` from `offset`. Stores
+    /// that cannot read a range read the object and cut it.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, LakeError> {
+        let body = self.get(key).await?;
+        cut(body, key, offset, len)
+    }
     /// Every object below the store root, with its last-modified time.
     async fn list(&self) -> Result<Vec<ObjectInfo>, LakeError>;
     /// Deletes an object; deleting a missing one is not an error.
@@ -37,7 +44,24 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
     pub key: String,
+    pub size: u64,
     pub modified: std::time::SystemTime,
+}
+
+/// The `len` bytes of `body` from `offset`, or a `Data` error when the
+/// object is shorter than that.
+pub fn cut(mut body: Vec<u8>, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, LakeError> {
+    let end = offset.checked_add(len).filter(|&e| e <= body.len() as u64);
+    let Some(end) = end else {
+        return Err(LakeError::data(format!(
+            "object '{key}' has {} bytes; bytes {offset}..{} were asked for",
+            body.len(),
+            offset.saturating_add(len)
+        )));
+    };
+    body.truncate(end as usize);
+    body.drain(..offset as usize);
+    Ok(body)
 }
 
 /// Options for `s3://` stores (ignored by the others).

@@ -282,6 +282,52 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// One GET, of the whole object or of `len` bytes from `offset`. A range
+    /// that starts past the end (`InvalidRange`, 416) is a `Data` error like
+    /// a missing object: the uuid that led here points beyond what is stored.
+    async fn get_object(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, LakeError> {
+        let full = self.full_key(key)?;
+        let _permit = self.permit().await?;
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(&full);
+        if let Some((offset, len)) = range {
+            if len == 0 {
+                return Ok(Vec::new());
+            }
+            req = req.range(format!("bytes={offset}-{}", offset + len - 1));
+        }
+        let out = req.send().await.map_err(|e| {
+            let missing = e.as_service_error().is_some_and(|se| se.is_no_such_key());
+            let past_end = e.raw_response().map(|r| r.status().as_u16()) == Some(416);
+            if missing {
+                LakeError::data(format!(
+                    "object '{key}' is missing from {}",
+                    self.describe()
+                ))
+            } else if past_end {
+                LakeError::data(format!(
+                    "object '{key}' in {} is shorter than the range asked for",
+                    self.describe()
+                ))
+            } else {
+                LakeError::unavailable(format!(
+                    "cannot read object '{key}' from {}: {}",
+                    self.describe(),
+                    reason(e)
+                ))
+            }
+        })?;
+        let bytes = out.body.collect().await.map_err(|e| {
+            LakeError::unavailable(format!("reading object '{key}' failed midway: {e}"))
+        })?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+}
+
 /// The most useful one-line reason of an SDK error: the service's code and
 /// message when there is one, else the whole error chain.
 fn reason<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
@@ -321,34 +367,19 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, LakeError> {
-        let full = self.full_key(key)?;
-        let _permit = self.permit().await?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.settings.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| {
-                let missing = e.as_service_error().is_some_and(|se| se.is_no_such_key());
-                if missing {
-                    LakeError::data(format!(
-                        "object '{key}' is missing from {}",
-                        self.describe()
-                    ))
-                } else {
-                    LakeError::unavailable(format!(
-                        "cannot read object '{key}' from {}: {}",
-                        self.describe(),
-                        reason(e)
-                    ))
-                }
-            })?;
-        let bytes = out.body.collect().await.map_err(|e| {
-            LakeError::unavailable(format!("reading object '{key}' failed midway: {e}"))
-        })?;
-        Ok(bytes.into_bytes().to_vec())
+        self.get_object(key, None).await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, LakeError> {
+        let body = self.get_object(key, Some((offset, len))).await?;
+        if body.len() as u64 != len {
+            return Err(LakeError::data(format!(
+                "object '{key}' ends before bytes {offset}..{} (got {} of {len} bytes)",
+                offset.saturating_add(len),
+                body.len()
+            )));
+        }
+        Ok(body)
     }
 
     async fn list(&self) -> Result<Vec<super::ObjectInfo>, LakeError> {
@@ -386,6 +417,7 @@ impl Store for S3Store {
                 let secs = modified.secs().max(0) as u64;
                 out.push(super::ObjectInfo {
                     key: rel.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
                     modified: std::time::UNIX_EPOCH + Duration::from_secs(secs),
                 });
             }
