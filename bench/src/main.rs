@@ -79,14 +79,6 @@ fn fixed(args: &[&[u8]]) -> Gen {
     gen(move |_, _| frame.clone())
 }
 
-fn metric(lake: &Lake, name: &str) -> u64 {
-    let (_, body) = lake.http_get("/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("lake_{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -498,10 +490,10 @@ fn main() {
                 "LAKE.WRITE file://",
                 load::run(file.port, n, secs, lake::write("bw".into(), v.clone())).await,
             );
-            let puts = metric(&s3, "store_puts_total");
+            let puts = s3.metric("store_puts_total");
             let w = load::run(s3.port, n, secs, lake::write("bw".into(), v.clone())).await;
             if n == TARGET_CLIENTS || a.quick {
-                let per = (metric(&s3, "store_puts_total") - puts) as f64 / w.ops.max(1) as f64;
+                let per = (s3.metric("store_puts_total") - puts) as f64 / w.ops.max(1) as f64;
                 requests.insert("s3_puts_per_write".into(), json!(per));
             }
             add("LAKE.WRITE s3://", w);
@@ -512,19 +504,19 @@ fn main() {
                     &name,
                     load::run(local.port, n, secs, lake::read(&cat)).await,
                 );
-                let gets = metric(&uncached, "store_gets_total");
+                let gets = uncached.metric("store_gets_total");
                 let r = load::run(uncached.port, n, secs, lake::read(&cat)).await;
                 if tail == 8 && (n == TARGET_CLIENTS || a.quick) {
                     let per =
-                        (metric(&uncached, "store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
+                        (uncached.metric("store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
                     requests.insert("store_gets_per_uncached_read".into(), json!(per));
                 }
                 add(&format!("LAKE.READ snapshot+{tail} uncached"), r);
             }
-            let gets = metric(&s3, "store_gets_total");
+            let gets = s3.metric("store_gets_total");
             let r = load::run(s3.port, n, secs, lake::read("r8")).await;
             if n == TARGET_CLIENTS || a.quick {
-                let per = (metric(&s3, "store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
+                let per = (s3.metric("store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
                 requests.insert("s3_gets_per_cached_read".into(), json!(per));
             }
             add("LAKE.READ snapshot+8 s3://", r);

@@ -535,20 +535,29 @@ impl Service {
                 end,
                 parts,
             } => {
-                let what = match parts.as_slice() {
-                    [(at, _)] => format!("delta {}", deltas[*at].uuid),
-                    [(at, _), rest @ ..] => format!(
-                        "delta {} (and {} more in the same segment)",
-                        deltas[*at].uuid,
-                        rest.len()
-                    ),
-                    [] => "delta".to_string(),
+                let bytes = match self.store.get_range(&key, start, end - start).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Name the delta that failed: with several records
+                        // in the span, read each alone to find it.
+                        if parts.len() > 1 {
+                            for (at, loc) in &parts {
+                                Metrics::inc(&self.metrics.store_gets_total);
+                                let one =
+                                    self.store
+                                        .get_range(&key, loc.offset as u64, loc.len as u64);
+                                if let Err(e) = one.await {
+                                    let what = format!("delta {}", deltas[*at].uuid);
+                                    return Err(named(cat, &what, e));
+                                }
+                            }
+                        }
+                        let first = parts
+                            .first()
+                            .map_or("", |(at, _)| deltas[*at].uuid.as_str());
+                        return Err(named(cat, &format!("delta {first}"), e));
+                    }
                 };
-                let bytes = self
-                    .store
-                    .get_range(&key, start, end - start)
-                    .await
-                    .map_err(|e| named(cat, &what, e))?;
                 parts
                     .into_iter()
                     .map(|(at, loc)| {

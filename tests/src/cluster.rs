@@ -94,12 +94,19 @@ impl Cluster {
     /// `primaries` primaries with `replicas` replicas each, formed with
     /// `redis-cli --cluster create`, every node answering `cluster_state:ok`.
     pub fn start(primaries: usize, replicas: usize, timeout_ms: u64) -> Cluster {
-        Cluster::start_with(primaries, replicas, timeout_ms, false)
+        Cluster::start_with(primaries, replicas, timeout_ms, false, &[])
     }
 
-    /// Like [`Cluster::start`]; with `local`, each sidecar on its own
-    /// `local://` directory instead (a wrong deployment).
-    pub fn start_with(primaries: usize, replicas: usize, timeout_ms: u64, local: bool) -> Cluster {
+    /// Like [`Cluster::start`], every sidecar with `sidecar_args`; with
+    /// `local`, each sidecar on its own `local://` directory instead (a wrong
+    /// deployment).
+    pub fn start_with(
+        primaries: usize,
+        replicas: usize,
+        timeout_ms: u64,
+        local: bool,
+        sidecar_args: &[&str],
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("lake-cluster-")
             .tempdir()
@@ -135,6 +142,7 @@ impl Cluster {
                 format!("s3://{}/{}", crate::BUCKET, crate::PREFIX)
             };
             let side = sidecar(&socket, &store, Some(s3_port))
+                .args(sidecar_args)
                 .stdout(log_to(&ndir.join("sidecar.log")))
                 .stderr(log_to(&ndir.join("sidecar.log")))
                 .spawn()

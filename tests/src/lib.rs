@@ -511,6 +511,32 @@ impl Lake {
         }
     }
 
+    /// Asserts that every index entry of `cat` (members `<field>:<uuid>`)
+    /// has its body in the store, read from the store itself: an envelope of
+    /// that catalog and field. Each object is read once.
+    pub fn assert_indexed_bodies_stored(&self, cat: &str, members: &[String]) {
+        let mut objects: std::collections::HashMap<String, Vec<u8>> = Default::default();
+        for m in members {
+            let (field, uuid) = m.rsplit_once(':').expect("member shape");
+            let key = delta_key(cat, uuid);
+            let body = objects
+                .entry(key.clone())
+                .or_insert_with(|| self.object(&key));
+            let record = match Locator::from_uuid(uuid) {
+                Ok(Some(loc)) => body.get(loc.offset as usize..loc.end() as usize),
+                _ => Some(&body[..]),
+            };
+            let record = record.unwrap_or_else(|| panic!("index entry {m}: {key} is too short"));
+            let env: serde_json::Value = serde_json::from_slice(record)
+                .unwrap_or_else(|e| panic!("index entry {m}: body in {key} is not JSON: {e}"));
+            assert_eq!(
+                (env["catalog"].as_str(), env["field"].as_str()),
+                (Some(cat), Some(field)),
+                "index entry {m}: the body in {key} is another delta's"
+            );
+        }
+    }
+
     /// Replaces one object's bytes behind Lake's back (not on `local://`,
     /// whose log only the sidecar writes).
     pub fn put_object(&self, key: &str, body: &[u8]) {
@@ -561,6 +587,15 @@ impl Lake {
             }
             None => std::fs::remove_file(self.store_dir().join(key)).expect("remove object"),
         }
+    }
+
+    /// A counter from the sidecar's `/metrics` (`lake_<name>`), 0 if absent.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("lake_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// GETs a path from the sidecar's HTTP server; returns (status, body).

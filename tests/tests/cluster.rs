@@ -181,7 +181,8 @@ fn routes_every_catalog_to_its_owner_and_commits_snapshots_there() {
 
 #[test]
 fn gc_on_every_primary_deletes_only_its_own_orphans() {
-    let mut cluster = Cluster::start(3, 1, 500);
+    // One object per write here; segments have their own test below.
+    let mut cluster = Cluster::start_with(3, 1, 500, false, &["--layout", "objects"]);
     let mut cc = cluster.cluster_con();
     let cats: Vec<String> = (0..300).map(|i| format!("gc/{i}")).collect();
     for c in &cats {
@@ -524,7 +525,7 @@ fn migration_steps_keep_index_writes_with_their_keys() {
 /// refuses writes loudly instead of indexing what no other node can read.
 #[test]
 fn a_cluster_on_local_stores_refuses_writes() {
-    let mut cluster = Cluster::start_with(3, 0, 5000, true);
+    let mut cluster = Cluster::start_with(3, 0, 5000, true, &[]);
     let mut cc = cluster.cluster_con();
     for i in 0..3 {
         let e = write(&mut cc, &format!("loc{i}"), "a", "1").unwrap_err();
@@ -544,5 +545,151 @@ fn a_cluster_on_local_stores_refuses_writes() {
             .any(|n| n.log().contains("stores objects in local://")),
         "a node logged the wrong deployment"
     );
+    cluster.assert_sound();
+}
+
+/// Writes sent at once to node `i`, one connection each (Redis runs one
+/// blocked command per connection at a time), so a sidecar with a batch
+/// window puts them in one segment; returns their uuids in order.
+fn concurrent_writes(cluster: &Cluster, i: usize, writes: &[(&str, &str)]) -> Vec<String> {
+    let start = Arc::new(std::sync::Barrier::new(writes.len()));
+    let threads: Vec<_> = writes
+        .iter()
+        .map(|(cat, field)| {
+            let (cat, field) = (cat.to_string(), field.to_string());
+            let (mut c, start) = (cluster.con(i), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                write(&mut c, &cat, &field, "1").expect("write").0
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn segment_of(uuid: &str) -> String {
+    lake_shared::segment::Locator::from_uuid(uuid)
+        .expect("a uuid")
+        .expect("a segment record")
+        .key()
+}
+
+/// Moves one slot from `src` to `dst` the way `redis-cli --cluster
+/// reshard` does: IMPORTING, MIGRATING, MIGRATE of its keys, NODE everywhere.
+fn move_slot(cluster: &mut Cluster, slot: u16, src: usize, dst: usize) {
+    let (src_id, dst_id) = (cluster.node_id(src), cluster.node_id(dst));
+    let setslot = |con: &mut redis::Connection, how: &str, id: &str| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(id)
+            .query::<String>(con)
+            .expect("SETSLOT")
+    };
+    setslot(&mut cluster.con(dst), "IMPORTING", &src_id);
+    setslot(&mut cluster.con(src), "MIGRATING", &dst_id);
+    let mut a = cluster.con(src);
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query(&mut a)
+        .unwrap();
+    if !keys.is_empty() {
+        let moved: String = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(cluster.nodes[dst].port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut a)
+            .expect("MIGRATE");
+        assert_eq!(moved, "OK");
+    }
+    for i in 0..cluster.nodes.len() {
+        setslot(&mut cluster.con(i), "NODE", &dst_id);
+    }
+    cluster.wait_ok();
+}
+
+/// Segments shared by live, removed, dropped and (after resharding) another
+/// shard's records: GC deletes a segment only when every record in it is
+/// dead and every record's catalog is served by the node collecting.
+#[test]
+fn gc_deletes_a_segment_only_when_no_shard_may_need_it() {
+    let mut cluster = Cluster::start_with(3, 0, 500, false, &["--batch-window-us", "300000"]);
+    // Three catalogs in three different slots, all on node `a`.
+    let mut names = Cluster::names_in_slots("seg", 200, 0, 16383).into_iter();
+    let a = cluster.owner(catalog_slot("seg-anchor"));
+    let mut pick = |taken: &[String]| -> String {
+        names
+            .find(|c| {
+                cluster.owner(catalog_slot(c)) == a
+                    && taken.iter().all(|t| catalog_slot(t) != catalog_slot(c))
+            })
+            .expect("a catalog on node a")
+    };
+    let x = pick(&[]);
+    let y = pick(std::slice::from_ref(&x));
+    let z = pick(&[x.clone(), y.clone()]);
+    let mut ca = cluster.con(a);
+    // s1 = {x (dropped later), y (moves to node b)}; s2 = {x, z live};
+    // s3 = {x, z removed later}.
+    let s1 = concurrent_writes(&cluster, a, &[(&x, "a"), (&y, "a")]);
+    let s2 = concurrent_writes(&cluster, a, &[(&x, "b"), (&z, "a")]);
+    let s3 = concurrent_writes(&cluster, a, &[(&x, "c"), (&z, "bad")]);
+    for s in [&s1, &s2, &s3] {
+        assert_eq!(segment_of(&s[0]), segment_of(&s[1]), "batched together");
+    }
+    let (seg1, seg2, seg3) = (segment_of(&s1[0]), segment_of(&s2[0]), segment_of(&s3[0]));
+
+    let b = (0..3).find(|&i| i != a).unwrap();
+    move_slot(&mut cluster, catalog_slot(&y), a, b);
+    let dropped: i64 = redis::cmd("LAKE.DROP").arg(&x).query(&mut ca).unwrap();
+    assert_eq!(dropped, 3);
+    let removed: i64 = redis::cmd("LAKE.REMOVE")
+        .arg(&z)
+        .arg(&s3[1])
+        .query(&mut ca)
+        .unwrap();
+    assert_eq!(removed, 1);
+
+    let primaries = cluster.primaries();
+    let gc_everywhere = |cluster: &mut Cluster| {
+        for &p in &primaries {
+            let mut con = cluster.con(p);
+            wait_for(
+                "segments older than the grace",
+                Duration::from_secs(30),
+                || gc(&mut con, &["DRYRUN", "GRACE", "0"])[2] == 0,
+            );
+        }
+        for &p in &primaries {
+            gc(&mut cluster.con(p), &["GRACE", "0"]);
+        }
+        cluster.objects().into_iter().collect::<HashSet<String>>()
+    };
+    let objects = gc_everywhere(&mut cluster);
+    assert!(!objects.contains(&seg3), "dropped + removed: deleted");
+    assert!(objects.contains(&seg2), "holds a live record");
+    assert!(
+        objects.contains(&seg1),
+        "holds a record of a catalog node {a} no longer serves"
+    );
+    let mut cc = cluster.cluster_con();
+    assert_eq!(read_on(&mut cc, &y, &["NOSNAP"]), json!({"a":1}));
+    assert_eq!(read_on(&mut cc, &z, &["NOSNAP"]), json!({"a":1}));
+
+    // Both of seg1's records are dead now, but each node sees the other
+    // shard's catalog in it: kept (the price of never deleting across shards).
+    let dropped: i64 = redis::cmd("LAKE.DROP").arg(&y).query(&mut cc).unwrap();
+    assert_eq!(dropped, 1);
+    let objects = gc_everywhere(&mut cluster);
+    assert!(objects.contains(&seg1));
+    assert!(objects.contains(&seg2));
+    assert_eq!(read_on(&mut cc, &z, &["NOSNAP"]), json!({"a":1}));
     cluster.assert_sound();
 }
