@@ -1,8 +1,9 @@
 //! `make bench`: Lake against its own baselines, in one run on one machine.
 //!
 //! Starts its own Redis + module + sidecar on `local://`, `file://` and
-//! `s3://` (the workspace's S3 test server), plus a `local://` sidecar with
-//! the merged-document cache off, and measures at each client count:
+//! `s3://` (the workspace's S3 test server; segments, and one object per
+//! write as the baseline), plus sidecars with the merged-document cache off
+//! on `local://` and `s3://`, and measures at each client count:
 //! baselines (`PING`, raw `ZADD` with Lake-shaped members, `SET`/`GET` of
 //! 1 KB, one-file-per-write and aws-sdk-s3 PUT/GET loops), `LAKE.WRITE` on
 //! every store, `LAKE.READ` of a snapshot plus 0, 8 and 64 deltas; then read
@@ -56,6 +57,11 @@ struct Args {
     /// tell its pauses of the main thread from the load's.
     #[arg(long)]
     no_compaction: bool,
+    /// Only measure `LAKE.WRITE` on `s3://` (segments) at 1 and 50 clients
+    /// for each count of segment PUTs in flight, e.g. `--batch-inflight
+    /// 1,2,4,8,16`, against raw PUTs in the same run.
+    #[arg(long, value_delimiter = ',')]
+    batch_inflight: Vec<usize>,
 }
 
 /// The clients count the targets are set at.
@@ -369,6 +375,77 @@ fn plateau(total: u64, compaction: bool, rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// `LAKE.WRITE` on `s3://` for each count of segment PUTs in flight, at 1
+/// and 50 clients, with raw PUTs and one-object writes measured alongside.
+fn batch_inflight(counts: &[usize], secs: f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let value = format!("\"{}\"", "x".repeat(1022));
+    let body = vec![b'x'; 1024];
+    println!("| segment PUTs in flight | clients | writes/s | p50 ms | p99 ms | PUTs per write | x raw PUT/s | p50 / raw PUT p50 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let objects = Lake::with(Options {
+        store: StoreKind::S3,
+        sidecar_args: ["--layout", "objects"].map(String::from).to_vec(),
+        ..Options::default()
+    });
+    let client = lake_tests::s3_client(objects.s3_port());
+    rt.block_on(raw::s3_seed(&client, lake_tests::BUCKET, &body));
+    let mut raw_put = std::collections::HashMap::new();
+    for n in [1, TARGET_CLIENTS] {
+        let put = rt.block_on(raw::s3_loop(
+            &client,
+            lake_tests::BUCKET,
+            n,
+            secs,
+            &body,
+            false,
+        ));
+        println!(
+            "| raw PUT | {n} | {:.0} | {:.2} | {:.2} | 1 | 1.00 | 1.00 |",
+            put.rps,
+            put.p50_us as f64 / 1e3,
+            put.p99_us as f64 / 1e3
+        );
+        raw_put.insert(n, put);
+    }
+    let row = |label: &str, lake: &Lake, n: usize| {
+        let puts = lake.metric("store_puts_total");
+        let w = rt.block_on(load::run(
+            lake.port,
+            n,
+            secs,
+            lake::write("bw".into(), value.clone()),
+        ));
+        let per = (lake.metric("store_puts_total") - puts) as f64 / w.ops.max(1) as f64;
+        let put = &raw_put[&n];
+        println!(
+            "| {label} | {n} | {:.0} | {:.2} | {:.2} | {per:.3} | {:.2} | {:.2} |",
+            w.rps,
+            w.p50_us as f64 / 1e3,
+            w.p99_us as f64 / 1e3,
+            w.rps / put.rps.max(1.0),
+            w.p50_us as f64 / put.p50_us.max(1) as f64
+        );
+    };
+    for n in [1, TARGET_CLIENTS] {
+        row("one object per write", &objects, n);
+    }
+    drop(objects);
+    for &k in counts {
+        let lake = Lake::with(Options {
+            store: StoreKind::S3,
+            sidecar_args: vec!["--batch-inflight".into(), k.to_string()],
+            ..Options::default()
+        });
+        for n in [1, TARGET_CLIENTS] {
+            row(&k.to_string(), &lake, n);
+        }
+    }
+}
+
 fn main() {
     let mut a = Args::parse();
     if let Some(n) = a.plateau {
@@ -377,6 +454,10 @@ fn main() {
             .build()
             .expect("runtime");
         plateau(n, !a.no_compaction, &rt);
+        return;
+    }
+    if !a.batch_inflight.is_empty() {
+        batch_inflight(&a.batch_inflight, a.secs);
         return;
     }
     if !a.large_values.is_empty() {
@@ -408,7 +489,19 @@ fn main() {
         store: StoreKind::S3,
         ..Options::default()
     });
-    for lake in [&local, &uncached, &s3] {
+    let s3_uncached = Lake::with(Options {
+        store: StoreKind::S3,
+        sidecar_args: vec!["--cache-mb".into(), "0".into()],
+        ..Options::default()
+    });
+    let s3_objects = Lake::with(Options {
+        store: StoreKind::S3,
+        sidecar_args: ["--cache-mb", "0", "--layout", "objects"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    for lake in [&local, &uncached, &s3, &s3_uncached, &s3_objects] {
         for tail in [0, 8, 64] {
             read_catalog(lake, &format!("r{tail}"), tail, &value);
         }
@@ -490,13 +583,22 @@ fn main() {
                 "LAKE.WRITE file://",
                 load::run(file.port, n, secs, lake::write("bw".into(), v.clone())).await,
             );
-            let puts = s3.metric("store_puts_total");
-            let w = load::run(s3.port, n, secs, lake::write("bw".into(), v.clone())).await;
-            if n == TARGET_CLIENTS || a.quick {
-                let per = (s3.metric("store_puts_total") - puts) as f64 / w.ops.max(1) as f64;
-                requests.insert("s3_puts_per_write".into(), json!(per));
+            for (lake, name, key) in [
+                (
+                    &s3_objects,
+                    "LAKE.WRITE s3:// objects",
+                    "s3_puts_per_write_objects",
+                ),
+                (&s3, "LAKE.WRITE s3://", "s3_puts_per_write"),
+            ] {
+                let puts = lake.metric("store_puts_total");
+                let w = load::run(lake.port, n, secs, lake::write("bw".into(), v.clone())).await;
+                if n == TARGET_CLIENTS || a.quick {
+                    let per = (lake.metric("store_puts_total") - puts) as f64 / w.ops.max(1) as f64;
+                    requests.insert(key.into(), json!(per));
+                }
+                add(name, w);
             }
-            add("LAKE.WRITE s3://", w);
             for tail in [0, 8, 64] {
                 let cat = format!("r{tail}");
                 let name = format!("LAKE.READ snapshot+{tail} local://");
@@ -520,6 +622,26 @@ fn main() {
                 requests.insert("s3_gets_per_cached_read".into(), json!(per));
             }
             add("LAKE.READ snapshot+8 s3://", r);
+            for (lake, name, key) in [
+                (
+                    &s3_objects,
+                    "LAKE.READ snapshot+8 uncached s3:// objects",
+                    "s3_gets_per_uncached_read_objects",
+                ),
+                (
+                    &s3_uncached,
+                    "LAKE.READ snapshot+8 uncached s3://",
+                    "s3_gets_per_uncached_read",
+                ),
+            ] {
+                let gets = lake.metric("store_gets_total");
+                let r = load::run(lake.port, n, secs, lake::read("r8")).await;
+                if n == TARGET_CLIENTS || a.quick {
+                    let per = (lake.metric("store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
+                    requests.insert(key.into(), json!(per));
+                }
+                add(name, r);
+            }
         });
     }
 

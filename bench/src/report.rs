@@ -146,9 +146,43 @@ pub fn render(
     let put = rps("raw S3 PUT (aws-sdk-s3)");
     let _ = writeln!(
         o,
-        "| LAKE.WRITE s3:// >= 0.8 x raw S3 PUT ({put:.0}/s) | {s3w:.0}/s ({:.2} x) | {} |",
+        "| LAKE.WRITE s3:// >= 5 x raw S3 PUT ({put:.0}/s) | {s3w:.0}/s ({:.2} x) | {} |",
         s3w / put.max(1.0),
-        mark(s3w >= 0.8 * put)
+        mark(s3w >= 5.0 * put)
+    );
+    let _ = writeln!(
+        o,
+        "| LAKE.WRITE s3:// >= 0.5 x LAKE.WRITE local:// ({write:.0}/s) | {:.2} x | {} |",
+        s3w / write.max(1.0),
+        mark(s3w >= 0.5 * write)
+    );
+    if let Some(per) = requests.get("s3_puts_per_write").and_then(Value::as_f64) {
+        let _ = writeln!(
+            o,
+            "| PUTs per LAKE.WRITE on s3:// <= 0.1 | {per:.3} | {} |",
+            mark(per <= 0.1)
+        );
+    }
+    if let (Some(w1), Some(p1)) = (
+        find(rows, "LAKE.WRITE s3://", 1),
+        find(rows, "raw S3 PUT (aws-sdk-s3)", 1),
+    ) {
+        let _ = writeln!(
+            o,
+            "| 1 client: LAKE.WRITE s3:// p50 <= 1.5 x raw PUT p50 ({} us) | {} us ({:.2} x) | {} |",
+            p1.p50_us,
+            w1.p50_us,
+            w1.p50_us as f64 / p1.p50_us.max(1) as f64,
+            mark(w1.p50_us as f64 <= 1.5 * p1.p50_us as f64)
+        );
+    }
+    let seg = rps("LAKE.READ snapshot+8 uncached s3://");
+    let obj = rps("LAKE.READ snapshot+8 uncached s3:// objects");
+    let _ = writeln!(
+        o,
+        "| uncached LAKE.READ snapshot+8 on s3:// segments no slower (within 5%) than one object per write ({obj:.0}/s) | {seg:.0}/s ({:.2} x) | {} |",
+        seg / obj.max(1.0),
+        mark(seg >= 0.95 * obj)
     );
 
     let _ = writeln!(
