@@ -42,7 +42,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            inflight: 2,
+            inflight: 1,
             window: Duration::ZERO,
             max_segment_bytes: 8 << 20,
             max_record_bytes: 1 << 20,

@@ -51,7 +51,7 @@ struct Args {
     #[arg(long, env = "LAKE_LAYOUT")]
     layout: Option<Layout>,
     /// Segment PUTs in flight at once (segments layout).
-    #[arg(long, env = "LAKE_BATCH_INFLIGHT", default_value_t = 2)]
+    #[arg(long, env = "LAKE_BATCH_INFLIGHT", default_value_t = 1)]
     batch_inflight: usize,
     /// How long a write may wait for others to share its segment, in
     /// microseconds (0: never waits; batches form while PUTs are running).
