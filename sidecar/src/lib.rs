@@ -9,10 +9,12 @@
 //! - [`service`]: put, read/merge, snapshots.
 //! - [`channel`]: the Unix-socket server the module talks to.
 //! - [`http`]: `/healthz` and `/metrics`.
+//! - [`check`]: `lake-sidecar check`, and the hints `/healthz` gives.
 
 pub mod batch;
 pub mod cache;
 pub mod channel;
+pub mod check;
 pub mod http;
 pub mod merge;
 pub mod metrics;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use lake_sidecar::{batch, channel, http, merge, service, store};
+use lake_sidecar::{batch, channel, check, http, merge, service, store};
 
 /// Lake sidecar: object store, QuickJS merge engine and snapshots for the
 /// Lake Redis module.
@@ -18,32 +18,8 @@ struct Args {
     /// Group of the socket (name or gid); with it the socket is mode 0660, else 0600.
     #[arg(long, env = "LAKE_SOCKET_GROUP")]
     socket_group: Option<String>,
-    /// Object store URL: local:///<dir> (segment log with group commit, the
-    /// what `make run` uses), file:///<dir> (one file per object) or s3://<bucket>/<prefix>.
-    #[arg(long, env = "LAKE_STORE")]
-    store: String,
-    /// S3 flavour: aws (virtual-hosted, SDK endpoint), oss (Aliyun OSS:
-    /// virtual-hosted, https://s3.oss-<region>.aliyuncs.com) or minio (path style).
-    #[arg(long, env = "LAKE_S3_PROVIDER", default_value = "aws")]
-    s3_provider: store::s3::Provider,
-    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (overrides the provider's).
-    #[arg(long, env = "LAKE_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// S3 region (default: from the AWS config chain, else us-east-1).
-    #[arg(long, env = "LAKE_S3_REGION")]
-    s3_region: Option<String>,
-    /// Use path-style addressing (http://host/bucket/key).
-    #[arg(long, env = "LAKE_S3_PATH_STYLE")]
-    s3_path_style: bool,
-    /// Deadline of one S3 request including retries, in milliseconds.
-    #[arg(long, env = "LAKE_S3_TIMEOUT_MS", default_value_t = 4000)]
-    s3_timeout_ms: u64,
-    /// S3 requests in flight at once.
-    #[arg(long, env = "LAKE_S3_MAX_CONCURRENCY", default_value_t = 256)]
-    s3_max_concurrency: usize,
-    /// Bodies above this many MiB are uploaded in parts.
-    #[arg(long, env = "LAKE_S3_MULTIPART_MB", default_value_t = 16)]
-    s3_multipart_mb: usize,
+    #[command(flatten)]
+    store: StoreArgs,
     /// How writes are stored: segments (many writes per object, one PUT per
     /// batch; the default on s3://) or objects (one object per write; the
     /// default on file://). local:// is a segment log of its own and takes
@@ -90,6 +66,122 @@ struct Args {
     max_inflight: usize,
 }
 
+/// Where objects live and how to reach them (shared by serving and `check`).
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
+    /// Object store URL: local:///<dir> (segment log with group commit;
+    /// what `make run` uses), file:///<dir> (one file per object) or s3://<bucket>/<prefix>.
+    #[arg(long, env = "LAKE_STORE")]
+    store: String,
+    /// S3 flavour: aws (virtual-hosted, SDK endpoint), oss (Aliyun OSS:
+    /// virtual-hosted, https://s3.oss-<region>.aliyuncs.com) or minio (path style).
+    #[arg(long, env = "LAKE_S3_PROVIDER", default_value = "aws")]
+    s3_provider: store::s3::Provider,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (overrides the provider's).
+    #[arg(long, env = "LAKE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: from the AWS config chain, else us-east-1).
+    #[arg(long, env = "LAKE_S3_REGION")]
+    s3_region: Option<String>,
+    /// Use path-style addressing (http://host/bucket/key).
+    #[arg(long, env = "LAKE_S3_PATH_STYLE")]
+    s3_path_style: bool,
+    /// With --s3-provider oss: Aliyun's VPC endpoint,
+    /// https://s3.oss-<region>-internal.aliyuncs.com (from ECS in the
+    /// bucket's region: no traffic fee, lower latency).
+    #[arg(long, env = "LAKE_S3_INTERNAL")]
+    s3_internal: bool,
+    /// The endpoint is the bucket: a custom domain (CNAME) bound to it.
+    /// Requests go to <endpoint>/<prefix>/<key>, with no bucket in the host
+    /// or the path. Any provider; needs --s3-endpoint.
+    #[arg(long, env = "LAKE_S3_BUCKET_ENDPOINT")]
+    s3_bucket_endpoint: bool,
+    /// Server-side encryption of new objects: aes256 (the store's own keys)
+    /// or kms (with --s3-sse-kms-key-id, else the store's default KMS key).
+    #[arg(long, env = "LAKE_S3_SSE")]
+    s3_sse: Option<SseArg>,
+    /// KMS key id for --s3-sse kms.
+    #[arg(long, env = "LAKE_S3_SSE_KMS_KEY_ID")]
+    s3_sse_kms_key_id: Option<String>,
+    /// Where S3 credentials come from: chain (AWS environment variables,
+    /// STS tokens included, profile, instance role) or ecs-ram-role (an
+    /// Alibaba Cloud ECS instance's RAM role, from its metadata service,
+    /// refreshed before expiry).
+    #[arg(long, env = "LAKE_S3_CREDENTIALS", default_value = "chain")]
+    s3_credentials: CredArg,
+    /// With ecs-ram-role: the role's name (default: the instance's role, as
+    /// the metadata service names it).
+    #[arg(long, env = "LAKE_ECS_RAM_ROLE")]
+    ecs_ram_role: Option<String>,
+    /// With ecs-ram-role: the metadata service.
+    #[arg(long, env = "LAKE_ECS_METADATA_URL", default_value = store::ecs::DEFAULT_METADATA_URL)]
+    ecs_metadata_url: String,
+    /// Deadline of one S3 request including retries, in milliseconds.
+    #[arg(long, env = "LAKE_S3_TIMEOUT_MS", default_value_t = 4000)]
+    s3_timeout_ms: u64,
+    /// S3 requests in flight at once.
+    #[arg(long, env = "LAKE_S3_MAX_CONCURRENCY", default_value_t = 256)]
+    s3_max_concurrency: usize,
+    /// Bodies above this many MiB are uploaded in parts.
+    #[arg(long, env = "LAKE_S3_MULTIPART_MB", default_value_t = 16)]
+    s3_multipart_mb: usize,
+}
+
+impl StoreArgs {
+    fn s3_options(&self) -> Result<store::S3Options, String> {
+        let sse = match (self.s3_sse, &self.s3_sse_kms_key_id) {
+            (None, None) => None,
+            (None, Some(_)) | (Some(SseArg::Aes256), Some(_)) => {
+                return Err("--s3-sse-kms-key-id needs --s3-sse kms".into())
+            }
+            (Some(SseArg::Aes256), None) => Some(store::s3::Sse::Aes256),
+            (Some(SseArg::Kms), id) => Some(store::s3::Sse::Kms(id.clone())),
+        };
+        let credentials = match self.s3_credentials {
+            CredArg::Chain => store::s3::CredentialSource::Chain,
+            CredArg::EcsRamRole => store::s3::CredentialSource::EcsRamRole {
+                url: self.ecs_metadata_url.clone(),
+                role: self.ecs_ram_role.clone(),
+            },
+        };
+        Ok(store::S3Options {
+            provider: self.s3_provider,
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+            internal: self.s3_internal,
+            bucket_endpoint: self.s3_bucket_endpoint,
+            sse,
+            credentials,
+            timeout: Duration::from_millis(self.s3_timeout_ms),
+            max_concurrency: self.s3_max_concurrency,
+            multipart_threshold: self.s3_multipart_mb << 20,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SseArg {
+    Aes256,
+    Kms,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CredArg {
+    Chain,
+    EcsRamRole,
+}
+
+/// `lake-sidecar check --store <url> [store flags]`: tries what Lake needs
+/// of the store (put, get, ranged get, list, delete of a probe object) and
+/// prints each step with a hint for what failed; exits 1 on a failure.
+#[derive(Parser, Debug)]
+#[command(name = "lake-sidecar check", version)]
+struct CheckArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
 /// How writes are laid out in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Layout {
@@ -98,6 +190,10 @@ enum Layout {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("check") {
+        let args = CheckArgs::parse_from(std::env::args().skip(1));
+        std::process::exit(check(args));
+    }
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("lake-sidecar: {e}");
@@ -124,23 +220,15 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
-    let s3opts = store::S3Options {
-        provider: args.s3_provider,
-        endpoint: args.s3_endpoint.clone(),
-        region: args.s3_region.clone(),
-        path_style: args.s3_path_style,
-        timeout: Duration::from_millis(args.s3_timeout_ms),
-        max_concurrency: args.s3_max_concurrency,
-        multipart_threshold: args.s3_multipart_mb << 20,
-    };
-    let is_local = args.store.starts_with("local://");
+    let s3opts = args.store.s3_options()?;
+    let is_local = args.store.store.starts_with("local://");
     let layout = match (args.layout, is_local) {
         (Some(Layout::Segments), true) => return Err(
             "--layout segments: a local:// store is already a segment log; use it without --layout"
                 .into(),
         ),
         (Some(l), _) => l,
-        (None, _) if args.store.starts_with("s3://") => Layout::Segments,
+        (None, _) if args.store.store.starts_with("s3://") => Layout::Segments,
         (None, _) => Layout::Objects,
     };
     let segments = (layout == Layout::Segments && !is_local).then(|| batch::Settings {
@@ -150,7 +238,7 @@ fn run(args: Args) -> Result<(), String> {
         max_record_bytes: args.batch_record_kb << 10,
     });
     rt.block_on(async move {
-        let store = store::open(&args.store, &s3opts)
+        let store = store::open(&args.store.store, &s3opts)
             .await
             .map_err(|e| e.message)?;
         let service = service::Service::new(
@@ -192,6 +280,61 @@ fn run(args: Args) -> Result<(), String> {
             _ = shutdown_signal() => eprintln!("lake-sidecar: shutting down"),
         }
         Ok::<(), String>(())
+    })
+}
+
+/// Runs `lake-sidecar check`; the process's exit code.
+fn check(args: CheckArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lake-sidecar check: cannot start runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async {
+        let opts = match args.store.s3_options() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("lake-sidecar check: {e}");
+                return 2;
+            }
+        };
+        let store = match store::open(&args.store.store, &opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                println!("open    FAILED: {}", e.message);
+                if let Some(h) = check::hint(&e.message) {
+                    println!("        hint: {h}");
+                }
+                return 1;
+            }
+        };
+        println!("checking {}", store.describe());
+        let steps = check::run(store.as_ref()).await;
+        let mut failed = false;
+        for s in &steps {
+            match &s.result {
+                Ok(what) => println!("{:<7} ok: {what}", s.name),
+                Err(why) => {
+                    failed = true;
+                    println!("{:<7} FAILED: {why}", s.name);
+                    if let Some(h) = s.hint {
+                        println!("        hint: {h}");
+                    }
+                }
+            }
+        }
+        if failed {
+            println!("the store is not ready for Lake");
+            1
+        } else {
+            println!("the store is ready for Lake");
+            0
+        }
     })
 }
 

@@ -5,14 +5,30 @@
 //! 40 ms per GET; this one sets TCP_NODELAY on every accepted socket. It
 //! prints `listening on <addr>` once ready, so a test can bind port 0 and read
 //! the address back.
+//!
+//! What the end-to-end suite needs to simulate a real provider honestly:
+//! - `--bind-domain <host>=<bucket>`: a custom domain bound to a bucket, as
+//!   OSS does for a CNAME: a request whose Host is that domain addresses
+//!   the bucket, and its path is only the key. `--domain <base>` serves
+//!   virtual-hosted requests `<bucket>.<base>`. Requests to an IP address
+//!   are path style.
+//! - `--read-only-access-key`/`--read-only-secret-key`: a second key that
+//!   may read and list but gets `AccessDenied` for every write or delete.
+//! - `--log-puts <file>`: one line per object upload (PUT or multipart
+//!   start) with its key and the server-side encryption it asked for:
+//!   `<key>\t<sse or ->\t<kms key id or ->`.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
+use s3s::dto::{CreateMultipartUploadInput, PutObjectInput};
+use s3s::host::{S3Host, VirtualHost};
 use s3s::service::S3ServiceBuilder;
+use s3s::{s3_error, S3Request, S3Result};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -30,8 +46,116 @@ struct Opt {
     /// Buckets to create at start-up (folders under the root).
     #[arg(long)]
     bucket: Vec<String>,
+    /// Base domain for virtual-hosted requests (`<bucket>.<base>`).
+    #[arg(long)]
+    domain: Option<String>,
+    /// `<host>=<bucket>`: a custom domain bound to a bucket.
+    #[arg(long)]
+    bind_domain: Vec<String>,
+    /// A key that may only read and list.
+    #[arg(long)]
+    read_only_access_key: Option<String>,
+    /// Its secret.
+    #[arg(long)]
+    read_only_secret_key: Option<String>,
+    /// Appends one line per upload: key, SSE mode, KMS key id.
+    #[arg(long)]
+    log_puts: Option<PathBuf>,
     /// Root directory of stored data.
     root: PathBuf,
+}
+
+/// Which bucket a Host header names.
+struct Hosts {
+    base: Option<String>,
+    bound: Vec<(String, String)>,
+}
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        let name = host.split(':').next().unwrap_or(host);
+        if let Some((_, bucket)) = self.bound.iter().find(|(h, _)| h == name) {
+            return Ok(VirtualHost::new(name).with_bucket(bucket.as_str()));
+        }
+        if let Some(base) = &self.base {
+            if let Some(bucket) = name
+                .strip_suffix(base.as_str())
+                .and_then(|h| h.strip_suffix('.'))
+            {
+                return Ok(VirtualHost::new(base.as_str()).with_bucket(bucket));
+            }
+        }
+        Ok(VirtualHost::new(name))
+    }
+}
+
+/// Signed requests only; the read-only key may not write; uploads logged.
+struct Access {
+    read_only: Option<String>,
+    log: Option<std::sync::Mutex<PathBuf>>,
+}
+
+impl Access {
+    fn log(&self, key: &str, sse: Option<&str>, kms: Option<&str>) {
+        let Some(path) = self.log.as_ref().and_then(|l| l.lock().ok()) else {
+            return;
+        };
+        let line = format!("{key}\t{}\t{}\n", sse.unwrap_or("-"), kms.unwrap_or("-"));
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&*path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let Some(creds) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "Signed requests only"));
+        };
+        let writes = matches!(
+            cx.s3_op().name(),
+            "PutObject"
+                | "DeleteObject"
+                | "DeleteObjects"
+                | "CopyObject"
+                | "CreateMultipartUpload"
+                | "UploadPart"
+                | "CompleteMultipartUpload"
+        );
+        if writes && self.read_only.as_deref() == Some(creds.access_key.as_str()) {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: this key may only read"
+            ));
+        }
+        Ok(())
+    }
+
+    async fn put_object(&self, req: &mut S3Request<PutObjectInput>) -> S3Result<()> {
+        let i = &req.input;
+        self.log(
+            &i.key,
+            i.server_side_encryption.as_ref().map(|s| s.as_str()),
+            i.ssekms_key_id.as_deref(),
+        );
+        Ok(())
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: &mut S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<()> {
+        let i = &req.input;
+        self.log(
+            &i.key,
+            i.server_side_encryption.as_ref().map(|s| s.as_str()),
+            i.ssekms_key_id.as_deref(),
+        );
+        Ok(())
+    }
 }
 
 fn main() {
@@ -50,7 +174,28 @@ async fn run(opt: Opt) -> Result<(), Box<dyn std::error::Error>> {
     let fs = s3s_fs::FileSystem::new(&opt.root).map_err(|e| format!("{e:?}"))?;
     let mut builder = S3ServiceBuilder::new(fs);
     if let (Some(ak), Some(sk)) = (opt.access_key, opt.secret_key) {
-        builder.set_auth(SimpleAuth::from_single(ak, sk));
+        let mut auth = SimpleAuth::from_single(ak, sk);
+        if let (Some(ak), Some(sk)) = (&opt.read_only_access_key, opt.read_only_secret_key) {
+            auth.register(ak.clone(), sk.into());
+        }
+        builder.set_auth(auth);
+        builder.set_access(Access {
+            read_only: opt.read_only_access_key,
+            log: opt.log_puts.map(std::sync::Mutex::new),
+        });
+    }
+    let mut bound = Vec::new();
+    for b in &opt.bind_domain {
+        let (host, bucket) = b
+            .split_once('=')
+            .ok_or_else(|| format!("--bind-domain '{b}': expected <host>=<bucket>"))?;
+        bound.push((host.to_string(), bucket.to_string()));
+    }
+    if opt.domain.is_some() || !bound.is_empty() {
+        builder.set_host(Hosts {
+            base: opt.domain,
+            bound,
+        });
     }
     let service = builder.build();
 

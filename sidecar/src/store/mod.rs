@@ -11,6 +11,7 @@
 //!   (a range that ends past the object is damage, not a short read).
 //! - No key escapes the store's root ([`check_key`]).
 
+pub mod ecs;
 pub mod file;
 pub mod local;
 pub mod s3;
@@ -71,6 +72,10 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: bool,
+    pub internal: bool,
+    pub bucket_endpoint: bool,
+    pub sse: Option<s3::Sse>,
+    pub credentials: s3::CredentialSource,
     pub timeout: std::time::Duration,
     pub max_concurrency: usize,
     pub multipart_threshold: usize,
@@ -101,6 +106,10 @@ pub async fn open(url: &str, s3opts: &S3Options) -> Result<Box<dyn Store>, LakeE
         s.endpoint = s3opts.endpoint.clone();
         s.region = s3opts.region.clone();
         s.path_style = s3opts.path_style;
+        s.internal = s3opts.internal;
+        s.bucket_endpoint = s3opts.bucket_endpoint;
+        s.sse = s3opts.sse.clone();
+        s.credentials = s3opts.credentials.clone();
         s.timeout = s3opts.timeout;
         s.max_concurrency = s3opts.max_concurrency;
         s.multipart_threshold = s3opts.multipart_threshold;

@@ -15,6 +15,11 @@
 //!   most one entry (the module indexes only after `put` returns).
 //! - A missing object (`NoSuchKey`) is a `Data` error naming the key, never
 //!   retried. Credentials are never logged.
+//! - With a bucket endpoint (a custom domain bound to the bucket), requests
+//!   go to `<endpoint>/<prefix>/<key>`: the bucket is added neither to the
+//!   host nor to the path, so the bucket's layout is the documented one.
+//! - With server-side encryption on, every PUT (whole or multipart) asks
+//!   for it: deltas, snapshots and segments alike.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +30,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use lake_shared::LakeError;
 use tokio::sync::Semaphore;
 
@@ -54,6 +59,26 @@ impl std::str::FromStr for Provider {
     }
 }
 
+/// Server-side encryption asked of the store for new objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// With the store's own keys (`AES256`).
+    Aes256,
+    /// With a KMS key: the given id, or the store's default KMS key.
+    Kms(Option<String>),
+}
+
+/// Where credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The standard AWS chain: environment (STS tokens included), profile,
+    /// instance role.
+    Chain,
+    /// An Alibaba Cloud ECS instance's RAM role, from the metadata service
+    /// at `url`; the role given, or the instance's.
+    EcsRamRole { url: String, role: Option<String> },
+}
+
 /// What the operator asked for.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -64,6 +89,12 @@ pub struct Settings {
     pub region: Option<String>,
     /// Force path-style addressing (`--s3-path-style`).
     pub path_style: bool,
+    /// The OSS endpoint inside Alibaba Cloud's network (`-internal`).
+    pub internal: bool,
+    /// The endpoint is the bucket (a custom domain bound to it).
+    pub bucket_endpoint: bool,
+    pub sse: Option<Sse>,
+    pub credentials: CredentialSource,
     pub timeout: Duration,
     pub max_concurrency: usize,
     /// Values above this many bytes are uploaded in parts.
@@ -94,6 +125,10 @@ impl Settings {
             endpoint: None,
             region: None,
             path_style: false,
+            internal: false,
+            bucket_endpoint: false,
+            sse: None,
+            credentials: CredentialSource::Chain,
             timeout: Duration::from_secs(4),
             max_concurrency: 256,
             multipart_threshold: 16 << 20,
@@ -108,19 +143,42 @@ pub struct Resolved {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: bool,
+    /// Requests go to the endpoint itself, with no bucket in host or path.
+    pub bucket_endpoint: bool,
     pub request_checksum: RequestChecksumCalculation,
     pub response_checksum: ResponseChecksumValidation,
 }
 
 /// Resolves a preset plus explicit flags (flags win).
 pub fn resolve(s: &Settings) -> Result<Resolved, LakeError> {
+    if s.internal && s.provider != Provider::Oss {
+        return Err(LakeError::invalid(
+            "--s3-internal picks Aliyun OSS's VPC endpoint: use it with --s3-provider oss",
+        ));
+    }
+    if s.internal && s.endpoint.is_some() {
+        return Err(LakeError::invalid(
+            "--s3-internal derives the endpoint from --s3-region: drop --s3-endpoint, or --s3-internal",
+        ));
+    }
+    if s.bucket_endpoint && s.endpoint.is_none() {
+        return Err(LakeError::invalid(
+            "--s3-bucket-endpoint needs --s3-endpoint: the URL of the custom domain bound to the bucket, e.g. https://data.example.com",
+        ));
+    }
+    if s.bucket_endpoint && s.path_style {
+        return Err(LakeError::invalid(
+            "--s3-bucket-endpoint and --s3-path-style exclude each other: a bucket endpoint carries no bucket in the path",
+        ));
+    }
     let (endpoint, path_style) = match s.provider {
         Provider::Aws => (s.endpoint.clone(), s.path_style),
         Provider::Oss => {
+            let internal = if s.internal { "-internal" } else { "" };
             let endpoint =
                 match (&s.endpoint, &s.region) {
                     (Some(e), _) => e.clone(),
-                    (None, Some(r)) => format!("https://s3.oss-{r}.aliyuncs.com"),
+                    (None, Some(r)) => format!("https://s3.oss-{r}{internal}.aliyuncs.com"),
                     (None, None) => return Err(LakeError::invalid(
                         "--s3-provider oss needs --s3-region (e.g. cn-hangzhou) or --s3-endpoint",
                     )),
@@ -133,7 +191,7 @@ pub fn resolve(s: &Settings) -> Result<Resolved, LakeError> {
                     "--s3-provider minio needs --s3-endpoint (e.g. http://127.0.0.1:9000)",
                 )
             })?;
-            (Some(e), true)
+            (Some(e), !s.bucket_endpoint)
         }
     };
     let region = s.region.clone().or_else(|| match s.provider {
@@ -144,21 +202,35 @@ pub fn resolve(s: &Settings) -> Result<Resolved, LakeError> {
         endpoint,
         region,
         path_style,
+        bucket_endpoint: s.bucket_endpoint,
         request_checksum: RequestChecksumCalculation::WhenRequired,
         response_checksum: ResponseChecksumValidation::WhenRequired,
     })
 }
 
-/// Builds the SDK client for resolved settings, credentials from the
-/// standard AWS chain (env vars, profile, instance role).
-pub async fn client(r: &Resolved, timeout: Duration) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(client_config(r, timeout).await)
+/// Builds the SDK client for resolved settings, credentials from `creds`.
+pub async fn client(
+    r: &Resolved,
+    timeout: Duration,
+    creds: &CredentialSource,
+) -> Result<aws_sdk_s3::Client, LakeError> {
+    Ok(aws_sdk_s3::Client::from_conf(
+        client_config(r, timeout, creds).await?,
+    ))
 }
 
-async fn client_config(r: &Resolved, timeout: Duration) -> aws_sdk_s3::Config {
+async fn client_config(
+    r: &Resolved,
+    timeout: Duration,
+    creds: &CredentialSource,
+) -> Result<aws_sdk_s3::Config, LakeError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &r.region {
         loader = loader.region(Region::new(region.clone()));
+    }
+    if let CredentialSource::EcsRamRole { url, role } = creds {
+        let p = super::ecs::RamRoleProvider::new(url, role.clone()).map_err(LakeError::invalid)?;
+        loader = loader.credentials_provider(p);
     }
     let shared = loader.load().await;
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
@@ -176,10 +248,48 @@ async fn client_config(r: &Resolved, timeout: Duration) -> aws_sdk_s3::Config {
     if shared.region().is_none() {
         b = b.region(Region::new("us-east-1"));
     }
-    if let Some(e) = &r.endpoint {
-        b = b.endpoint_url(e);
+    match &r.endpoint {
+        Some(e) if r.bucket_endpoint => {
+            let region = r
+                .region
+                .clone()
+                .or_else(|| shared.region().map(|r| r.to_string()));
+            b = b.endpoint_resolver(BucketEndpoint {
+                url: e.trim_end_matches('/').to_string(),
+                region: region.unwrap_or_else(|| "us-east-1".to_string()),
+            });
+        }
+        Some(e) => b = b.endpoint_url(e),
+        None => {}
     }
-    b.build()
+    Ok(b.build())
+}
+
+/// Resolves every request to the endpoint itself: a custom domain that is
+/// bound to the bucket, so the bucket goes neither into the host nor into
+/// the path. Signed like any S3 request (SigV4, `s3`, the region).
+#[derive(Debug)]
+struct BucketEndpoint {
+    url: String,
+    region: String,
+}
+
+impl aws_sdk_s3::config::endpoint::ResolveEndpoint for BucketEndpoint {
+    fn resolve_endpoint<'a>(
+        &'a self,
+        _params: &'a aws_sdk_s3::config::endpoint::Params,
+    ) -> aws_sdk_s3::config::endpoint::EndpointFuture<'a> {
+        use aws_smithy_types::endpoint::{Endpoint, EndpointAuthScheme};
+        aws_sdk_s3::config::endpoint::EndpointFuture::ready(Ok(Endpoint::builder()
+            .url(self.url.clone())
+            .auth_scheme(
+                EndpointAuthScheme::with_capacity("sigv4", 3)
+                    .put("disableDoubleEncoding", true)
+                    .put("signingName", "s3".to_string())
+                    .put("signingRegion", self.region.clone()),
+            )
+            .build()))
+    }
 }
 
 pub struct S3Store {
@@ -200,13 +310,33 @@ impl S3Store {
 
     pub async fn open(settings: Settings) -> Result<S3Store, LakeError> {
         let r = resolve(&settings)?;
-        let client = client(&r, settings.timeout).await;
+        let client = client(&r, settings.timeout, &settings.credentials).await?;
         Ok(S3Store {
             client,
             endpoint: r.endpoint,
             limit: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
             settings,
         })
+    }
+
+    /// The `x-amz-server-side-encryption` value asked for, if any. Aliyun
+    /// OSS names KMS `KMS`; AWS and MinIO name it `aws:kms`.
+    fn sse_mode(&self) -> Option<ServerSideEncryption> {
+        match &self.settings.sse {
+            None => None,
+            Some(Sse::Aes256) => Some(ServerSideEncryption::Aes256),
+            Some(Sse::Kms(_)) if self.settings.provider == Provider::Oss => {
+                Some(ServerSideEncryption::from("KMS"))
+            }
+            Some(Sse::Kms(_)) => Some(ServerSideEncryption::AwsKms),
+        }
+    }
+
+    fn sse_key(&self) -> Option<String> {
+        match &self.settings.sse {
+            Some(Sse::Kms(id)) => id.clone(),
+            _ => None,
+        }
     }
 
     fn full_key(&self, key: &str) -> Result<String, LakeError> {
@@ -226,6 +356,8 @@ impl S3Store {
             .bucket(&s.bucket)
             .key(key)
             .content_type("application/json")
+            .set_server_side_encryption(self.sse_mode())
+            .set_ssekms_key_id(self.sse_key())
             .send()
             .await
             .map_err(reason)?;
@@ -352,6 +484,8 @@ impl Store for S3Store {
                 .bucket(&self.settings.bucket)
                 .key(&full)
                 .content_type("application/json")
+                .set_server_side_encryption(self.sse_mode())
+                .set_ssekms_key_id(self.sse_key())
                 .body(ByteStream::from(body))
                 .send()
                 .await
@@ -453,11 +587,20 @@ impl Store for S3Store {
             .map(|_| ())
             .map_err(|e| {
                 let why = match e.raw_response().map(|r| r.status().as_u16()) {
-                    Some(404) => "bucket does not exist".to_string(),
-                    Some(403) => "access denied (check credentials and bucket policy)".to_string(),
+                    Some(404) => "NoSuchBucket: bucket does not exist".to_string(),
+                    Some(403) => "AccessDenied: access denied".to_string(),
+                    Some(301) => {
+                        "PermanentRedirect: 301 Moved: the bucket is in another region".to_string()
+                    }
                     _ => reason(e),
                 };
-                LakeError::unavailable(format!("store {} is unavailable: {why}", self.describe()))
+                let hint = crate::check::hint(&why)
+                    .map(|h| format!(" (hint: {h})"))
+                    .unwrap_or_default();
+                LakeError::unavailable(format!(
+                    "store {} is unavailable: {why}{hint}",
+                    self.describe()
+                ))
             })
     }
 
@@ -466,6 +609,9 @@ impl Store for S3Store {
         let mut out = format!("s3://{}/{}", s.bucket, s.prefix);
         if let Some(e) = &self.endpoint {
             out.push_str(&format!(" at {e}"));
+        }
+        if s.bucket_endpoint {
+            out.push_str(" (bucket endpoint)");
         }
         out
     }
@@ -513,6 +659,74 @@ mod tests {
     }
 
     #[test]
+    fn oss_internal_endpoint_and_its_conflicts() {
+        let mut s = settings(Provider::Oss);
+        s.region = Some("cn-shanghai".into());
+        s.internal = true;
+        assert_eq!(
+            resolve(&s).unwrap().endpoint.as_deref(),
+            Some("https://s3.oss-cn-shanghai-internal.aliyuncs.com")
+        );
+        s.endpoint = Some("https://x".into());
+        assert!(resolve(&s).is_err(), "internal and an explicit endpoint");
+        let mut a = settings(Provider::Aws);
+        a.internal = true;
+        assert!(resolve(&a).is_err(), "internal is OSS's");
+    }
+
+    #[test]
+    fn bucket_endpoint_needs_an_endpoint_and_drops_path_style() {
+        for p in [Provider::Aws, Provider::Oss, Provider::Minio] {
+            let mut s = settings(p);
+            s.region = Some("cn-hangzhou".into());
+            s.bucket_endpoint = true;
+            assert!(resolve(&s).is_err(), "{p:?}: no endpoint");
+            s.endpoint = Some("https://data.example.com".into());
+            let r = resolve(&s).unwrap();
+            assert!(r.bucket_endpoint && !r.path_style, "{p:?}: {r:?}");
+            s.path_style = true;
+            assert!(resolve(&s).is_err(), "{p:?}: with path style");
+        }
+    }
+
+    /// The URL each addressing mode sends a GET of key `k` to, captured
+    /// before it leaves (no network, no DNS).
+    #[tokio::test]
+    async fn request_urls_per_addressing_mode() {
+        async fn url_of(s: Settings) -> String {
+            let r = resolve(&s).unwrap();
+            let cfg = client_config(&r, Duration::from_secs(1), &CredentialSource::Chain)
+                .await
+                .unwrap();
+            let (http, rx) = aws_smithy_http_client::test_util::capture_request(None);
+            let cfg = cfg
+                .to_builder()
+                .http_client(http)
+                .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    "k", "s", None, None, "test",
+                ))
+                .build();
+            let client = aws_sdk_s3::Client::from_conf(cfg);
+            let _ = client.get_object().bucket("bkt").key("pre/k").send().await;
+            let uri = rx.expect_request().uri().to_string();
+            uri.split('?').next().unwrap_or_default().to_string()
+        }
+        let mut oss = settings(Provider::Oss);
+        oss.region = Some("cn-hangzhou".into());
+        assert_eq!(
+            url_of(oss.clone()).await,
+            "https://bkt.s3.oss-cn-hangzhou.aliyuncs.com/pre/k"
+        );
+        let mut domain = oss;
+        domain.endpoint = Some("https://data.example.com/".into());
+        domain.bucket_endpoint = true;
+        assert_eq!(url_of(domain).await, "https://data.example.com/pre/k");
+        let mut minio = settings(Provider::Minio);
+        minio.endpoint = Some("http://127.0.0.1:9000".into());
+        assert_eq!(url_of(minio).await, "http://127.0.0.1:9000/bkt/pre/k");
+    }
+
+    #[test]
     fn minio_preset_is_path_style_and_needs_an_endpoint() {
         let mut s = settings(Provider::Minio);
         assert!(resolve(&s).is_err());
@@ -548,7 +762,13 @@ mod tests {
             let mut s = settings(p);
             s.region = Some("cn-hangzhou".into());
             s.endpoint = (p == Provider::Minio).then(|| "http://127.0.0.1:9".into());
-            let cfg = client_config(&resolve(&s).unwrap(), Duration::from_secs(1)).await;
+            let cfg = client_config(
+                &resolve(&s).unwrap(),
+                Duration::from_secs(1),
+                &CredentialSource::Chain,
+            )
+            .await
+            .unwrap();
             assert_eq!(
                 cfg.request_checksum_calculation(),
                 Some(&RequestChecksumCalculation::WhenRequired)
