@@ -73,15 +73,25 @@ pub fn s3_test_server(root: &Path, port: u16) -> Command {
 /// `lake-sidecar` on `socket` and `store`; with `s3_port`, pointed at the
 /// test S3 server there with its credentials.
 pub fn sidecar(socket: &Path, store: &str, s3_port: Option<u16>) -> Command {
-    let mut cmd = Command::new(binary("lake-sidecar"));
-    if let Some(port) = s3_port {
-        cmd.args(["--s3-provider", "minio", "--s3-endpoint"])
-            .arg(format!("http://127.0.0.1:{port}"))
-            .args(["--s3-timeout-ms", "1500"])
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+    match s3_port {
+        Some(port) => sidecar_at(socket, store, &format!("http://127.0.0.1:{port}")),
+        None => {
+            let mut cmd = Command::new(binary("lake-sidecar"));
+            cmd.arg("--socket").arg(socket).arg("--store").arg(store);
+            cmd
+        }
     }
+}
+
+/// `lake-sidecar` on `socket` and `store`, pointed at the test S3 server
+/// at `endpoint` (path style unless told otherwise) with its credentials.
+pub fn sidecar_at(socket: &Path, store: &str, endpoint: &str) -> Command {
+    let mut cmd = Command::new(binary("lake-sidecar"));
+    cmd.args(["--s3-provider", "minio", "--s3-endpoint", endpoint])
+        .args(["--s3-timeout-ms", "1500"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
     cmd.arg("--socket").arg(socket).arg("--store").arg(store);
     cmd
 }
@@ -97,12 +107,17 @@ pub enum StoreKind {
     S3,
     /// `s3://` against `moto_server` (PyPI) on loopback.
     Moto,
+    /// `s3://` against `lake-s3-test-server` reached through a custom
+    /// domain bound to the bucket (`localhost` -> bucket `lake`, as an OSS
+    /// CNAME), the sidecar in `--s3-bucket-endpoint` mode: the request's
+    /// host names the bucket and its path is only the key.
+    S3Domain,
 }
 
 pub const BUCKET: &str = "lake";
 pub const PREFIX: &str = "pre/fix";
-const ACCESS_KEY: &str = "lake-test";
-const SECRET_KEY: &str = "lake-test-secret";
+pub const ACCESS_KEY: &str = "lake-test";
+pub const SECRET_KEY: &str = "lake-test-secret";
 
 /// Where `moto_server` is: `$LAKE_MOTO_SERVER`, else the venv `make test` makes.
 pub fn moto_server() -> PathBuf {
@@ -111,6 +126,42 @@ pub fn moto_server() -> PathBuf {
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/moto_server")
         })
+}
+
+/// A child process killed and reaped when dropped, also when a test panics
+/// (a child left running keeps the test runner's output pipe open).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `lake-s3-test-server` on a port of its own choosing (no race with
+/// other tests for a "free" port) with `extra` arguments; returns it and
+/// its port once it listens.
+pub fn spawn_s3_test_server(root: &Path, extra: &[&str]) -> (Reaped, u16) {
+    use std::io::BufRead;
+    let mut cmd = s3_test_server(root, 0);
+    let mut child = cmd
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lake-s3-test-server");
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let child = Reaped(child);
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the S3 test server did not say where it listens: {line:?}"));
+    (child, port)
 }
 
 /// A running S3-compatible server.
@@ -138,6 +189,8 @@ pub struct Options {
     /// Extra module arguments (key value ...).
     pub module_args: Vec<String>,
     pub sidecar_args: Vec<String>,
+    /// Extra arguments of `lake-s3-test-server`.
+    pub s3_server_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -150,6 +203,7 @@ impl Default for Options {
             redis_args: Vec::new(),
             module_args: Vec::new(),
             sidecar_args: Vec::new(),
+            s3_server_args: Vec::new(),
         }
     }
 }
@@ -269,11 +323,20 @@ impl Lake {
         let port = self.s3_port;
         let child = match self.opts.store {
             StoreKind::File | StoreKind::Local => return,
-            StoreKind::S3 => s3_test_server(&self.dir.path().join("s3root"), port)
-                .stdout(self.log("s3.log"))
-                .stderr(self.log("s3.log"))
-                .spawn()
-                .expect("spawn lake-s3-test-server"),
+            StoreKind::S3 | StoreKind::S3Domain => {
+                s3_test_server(&self.dir.path().join("s3root"), port)
+                    .args(&self.opts.s3_server_args)
+                    .args(
+                        (self.opts.store == StoreKind::S3Domain)
+                            .then_some(["--bind-domain", "localhost=lake"])
+                            .into_iter()
+                            .flatten(),
+                    )
+                    .stdout(self.log("s3.log"))
+                    .stderr(self.log("s3.log"))
+                    .spawn()
+                    .expect("spawn lake-s3-test-server")
+            }
             StoreKind::Moto => {
                 let bin = moto_server();
                 assert!(
@@ -311,11 +374,22 @@ impl Lake {
     /// Starts the sidecar and waits until its socket accepts connections.
     pub fn start_sidecar(&mut self) {
         assert!(self.sidecar.is_none(), "sidecar already running");
-        let mut cmd = sidecar(
-            &self.socket(),
-            &self.store_url(),
-            self.s3.as_ref().map(|s| s.port),
-        );
+        let mut cmd = match (&self.s3, self.opts.store) {
+            (Some(s3), StoreKind::S3Domain) => {
+                let mut c = sidecar_at(
+                    &self.socket(),
+                    &self.store_url(),
+                    &format!("http://localhost:{}", s3.port),
+                );
+                c.arg("--s3-bucket-endpoint");
+                c
+            }
+            (s3, _) => sidecar(
+                &self.socket(),
+                &self.store_url(),
+                s3.as_ref().map(|s| s.port),
+            ),
+        };
         cmd.arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.opts.sidecar_args)

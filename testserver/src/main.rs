@@ -27,6 +27,7 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
 use s3s::dto::{CreateMultipartUploadInput, PutObjectInput};
 use s3s::host::{S3Host, VirtualHost};
+use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
 use s3s::{s3_error, S3Request, S3Result};
 use tokio::net::TcpListener;
@@ -89,8 +90,11 @@ impl S3Host for Hosts {
     }
 }
 
-/// Signed requests only; the read-only key may not write; uploads logged.
+/// Signed requests only; a bucket must exist (s3s-fs would create its
+/// folder on the first PUT; S3 answers `NoSuchBucket`); the read-only key
+/// may not write; uploads logged.
 struct Access {
+    root: PathBuf,
     read_only: Option<String>,
     log: Option<std::sync::Mutex<PathBuf>>,
 }
@@ -115,6 +119,14 @@ impl S3Access for Access {
         let Some(creds) = cx.credentials() else {
             return Err(s3_error!(AccessDenied, "Signed requests only"));
         };
+        if let S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } = cx.s3_path() {
+            if cx.s3_op().name() != "CreateBucket" && !self.root.join(&**bucket).is_dir() {
+                return Err(s3_error!(
+                    NoSuchBucket,
+                    "The specified bucket does not exist"
+                ));
+            }
+        }
         let writes = matches!(
             cx.s3_op().name(),
             "PutObject"
@@ -180,6 +192,7 @@ async fn run(opt: Opt) -> Result<(), Box<dyn std::error::Error>> {
         }
         builder.set_auth(auth);
         builder.set_access(Access {
+            root: opt.root.clone(),
             read_only: opt.read_only_access_key,
             log: opt.log_puts.map(std::sync::Mutex::new),
         });
