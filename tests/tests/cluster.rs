@@ -461,24 +461,8 @@ fn migration_steps_keep_index_writes_with_their_keys() {
     assert!(e.starts_with("TRYAGAIN"), "{e}");
 
     // Move the keys, as redis-cli does: no BUSYKEY, nothing left behind.
-    let keys: Vec<String> = redis::cmd("CLUSTER")
-        .arg("GETKEYSINSLOT")
-        .arg(slot)
-        .arg(100)
-        .query(&mut a)
-        .unwrap();
+    let keys = migrate_keys(&cluster, slot, src, dst);
     assert_eq!(keys.len(), 2, "index and snapshot keys: {keys:?}");
-    let moved: String = redis::cmd("MIGRATE")
-        .arg("127.0.0.1")
-        .arg(cluster.nodes[dst].port)
-        .arg("")
-        .arg(0)
-        .arg(5000)
-        .arg("KEYS")
-        .arg(&keys)
-        .query(&mut a)
-        .expect("MIGRATE");
-    assert_eq!(moved, "OK");
 
     // The in-flight write completes now, on a node its key has left.
     cluster.signal_sidecar(src, "CONT");
@@ -567,6 +551,32 @@ fn concurrent_writes(cluster: &Cluster, i: usize, writes: &[(&str, &str)]) -> Ve
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// MIGRATEs every key of `slot` from `src` to `dst` (as `redis-cli
+/// --cluster reshard` does); returns the keys moved.
+fn migrate_keys(cluster: &Cluster, slot: u16, src: usize, dst: usize) -> Vec<String> {
+    let mut a = cluster.con(src);
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query(&mut a)
+        .unwrap();
+    if !keys.is_empty() {
+        let moved: String = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(cluster.nodes[dst].port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut a)
+            .expect("MIGRATE");
+        assert_eq!(moved, "OK");
+    }
+    keys
+}
+
 fn segment_of(uuid: &str) -> String {
     lake_shared::segment::Locator::from_uuid(uuid)
         .expect("a uuid")
@@ -589,26 +599,7 @@ fn move_slot(cluster: &mut Cluster, slot: u16, src: usize, dst: usize) {
     };
     setslot(&mut cluster.con(dst), "IMPORTING", &src_id);
     setslot(&mut cluster.con(src), "MIGRATING", &dst_id);
-    let mut a = cluster.con(src);
-    let keys: Vec<String> = redis::cmd("CLUSTER")
-        .arg("GETKEYSINSLOT")
-        .arg(slot)
-        .arg(100)
-        .query(&mut a)
-        .unwrap();
-    if !keys.is_empty() {
-        let moved: String = redis::cmd("MIGRATE")
-            .arg("127.0.0.1")
-            .arg(cluster.nodes[dst].port)
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .query(&mut a)
-            .expect("MIGRATE");
-        assert_eq!(moved, "OK");
-    }
+    migrate_keys(cluster, slot, src, dst);
     for i in 0..cluster.nodes.len() {
         setslot(&mut cluster.con(i), "NODE", &dst_id);
     }
