@@ -44,7 +44,7 @@ test: test-deps build $(MOTO) compose-check
 	target/release/lake-bench --quick --out target/bench/quick.json > /dev/null
 
 # Lake against its baselines in one run; prints markdown tables and writes
-# target/bench/results.json. About 3 minutes on 2 cores.
+# target/bench/results.json. About 7 minutes on 2 cores.
 bench: build
 	target/release/lake-bench
 
