@@ -137,6 +137,10 @@ fn check_names_the_failing_step_and_its_cause() {
         assert!(out.contains(&format!("{step:<7} ok")), "{step}: {out}");
     }
     assert!(out.contains("the store is ready"), "{out}");
+    // Temporary (STS) keys from the environment sign as well.
+    let sts = [keys[0], keys[1], ("AWS_SESSION_TOKEN", "sts-session-token")];
+    let (code, out) = check(&s3_args(port, BUCKET), &sts);
+    assert_eq!(code, 0, "{out}");
 
     let (code, out) = check(&s3_args(port, "no-such-bucket"), &keys);
     assert_eq!(code, 1, "{out}");
