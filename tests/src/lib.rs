@@ -33,12 +33,27 @@ fn binary(name: &str) -> PathBuf {
     p
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never handed out twice in this process
+/// (tests run in parallel threads), between 2000 and 11999: below the
+/// kernel's ephemeral range, so no client connection's local port can take
+/// it between this check and the server's bind (a port from `bind(0)`
+/// could be, and was: "Address already in use" in CI), and below the
+/// cluster tests' range ([`cluster::cluster_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::Mutex;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let start = (std::process::id() % 100) as u16 * 100;
+    for _ in 0..10_000 {
+        let p = 2000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !taken.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            taken.push(p);
+            return p;
+        }
+    }
+    panic!("no free port between 2000 and 11999 on loopback")
 }
 
 /// Polls `cond` until it holds or `within` passes; panics with `what` then.
