@@ -433,17 +433,8 @@ fn migration_steps_keep_index_writes_with_their_keys() {
         let info: String = redis::cmd("INFO").arg("clients").query(&mut a).unwrap();
         info.contains("blocked_clients:1")
     });
-    let setslot = |con: &mut redis::Connection, how: &str, id: &str| {
-        redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg(how)
-            .arg(id)
-            .query::<String>(con)
-            .expect("SETSLOT")
-    };
-    setslot(&mut b, "IMPORTING", &src_id);
-    setslot(&mut a, "MIGRATING", &dst_id);
+    setslot(&mut b, slot, "IMPORTING", &src_id);
+    setslot(&mut a, slot, "MIGRATING", &dst_id);
 
     // Redis sends the catalog to the target; its keys are still on the
     // source, so the target asks the client to retry.
@@ -490,7 +481,7 @@ fn migration_steps_keep_index_writes_with_their_keys() {
     assert!(e.starts_with("TRYAGAIN"), "{e}");
 
     for i in 0..3 {
-        setslot(&mut cluster.con(i), "NODE", &dst_id);
+        setslot(&mut cluster.con(i), slot, "NODE", &dst_id);
     }
     cluster.wait_ok();
     let mut cc = cluster.cluster_con();
@@ -551,6 +542,17 @@ fn concurrent_writes(cluster: &Cluster, i: usize, writes: &[(&str, &str)]) -> Ve
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// `CLUSTER SETSLOT <slot> <how> <id>` on `con`.
+fn setslot(con: &mut redis::Connection, slot: u16, how: &str, id: &str) {
+    let _: String = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(how)
+        .arg(id)
+        .query(con)
+        .expect("SETSLOT");
+}
+
 /// MIGRATEs every key of `slot` from `src` to `dst` (as `redis-cli
 /// --cluster reshard` does); returns the keys moved.
 fn migrate_keys(cluster: &Cluster, slot: u16, src: usize, dst: usize) -> Vec<String> {
@@ -588,20 +590,11 @@ fn segment_of(uuid: &str) -> String {
 /// reshard` does: IMPORTING, MIGRATING, MIGRATE of its keys, NODE everywhere.
 fn move_slot(cluster: &mut Cluster, slot: u16, src: usize, dst: usize) {
     let (src_id, dst_id) = (cluster.node_id(src), cluster.node_id(dst));
-    let setslot = |con: &mut redis::Connection, how: &str, id: &str| {
-        redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg(how)
-            .arg(id)
-            .query::<String>(con)
-            .expect("SETSLOT")
-    };
-    setslot(&mut cluster.con(dst), "IMPORTING", &src_id);
-    setslot(&mut cluster.con(src), "MIGRATING", &dst_id);
+    setslot(&mut cluster.con(dst), slot, "IMPORTING", &src_id);
+    setslot(&mut cluster.con(src), slot, "MIGRATING", &dst_id);
     migrate_keys(cluster, slot, src, dst);
     for i in 0..cluster.nodes.len() {
-        setslot(&mut cluster.con(i), "NODE", &dst_id);
+        setslot(&mut cluster.con(i), slot, "NODE", &dst_id);
     }
     cluster.wait_ok();
 }
