@@ -91,15 +91,46 @@ impl LakeError {
     }
 
     /// The full text of the Redis error reply: prefix, space, message, on one
-    /// line (RESP error strings cannot hold CR or LF).
+    /// line, with no byte a RESP error string cannot carry ([`escape`]).
     pub fn reply_text(&self) -> String {
-        let msg: String = self
-            .message
-            .chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect();
-        format!("{} {}", self.kind.prefix(), msg)
+        format!("{} {}", self.kind.prefix(), escape(&self.message))
     }
+}
+
+/// Makes text safe for a RESP simple string or error reply and for a C
+/// string, without ever failing: UTF-8 is kept as it is (a Chinese field
+/// name reads as the client wrote it), while NUL, CR, LF, the other control
+/// characters and DEL become visible escapes (`\0`, `\r`, `\n`, `\xNN`).
+/// A backslash stays a backslash (the text is for people, not for parsing
+/// back).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for bytes that may not be UTF-8 (a client's argument, a store's
+/// answer): valid UTF-8 runs are kept ([`escape`]d), each invalid byte
+/// becomes `\xNN`, so nothing is lost and nothing breaks a reply.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&escape(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -109,11 +140,29 @@ mod tests {
     #[test]
     fn reply_text_has_prefix_and_one_line() {
         let e = LakeError::data("catalog 'a': delta x\nmissing");
-        assert_eq!(e.reply_text(), "LAKEDATA catalog 'a': delta x missing");
+        assert_eq!(e.reply_text(), "LAKEDATA catalog 'a': delta x\\nmissing");
         assert_eq!(LakeError::invalid("bad").reply_text(), "ERR bad");
         assert_eq!(LakeError::timeout("t").reply_text(), "TIMEOUT t");
         assert_eq!(LakeError::unavailable("d").reply_text(), "LAKEDOWN d");
         assert_eq!(LakeError::retry("r").reply_text(), "TRYAGAIN r");
         assert_eq!(LakeError::read_only("o").reply_text(), "READONLY o");
+    }
+
+    #[test]
+    fn reply_text_keeps_utf8_and_escapes_what_resp_cannot_carry() {
+        let e = LakeError::invalid("AT needs an integer stamp, got 'Ā一\u{3000}😀'");
+        assert_eq!(
+            e.reply_text(),
+            "ERR AT needs an integer stamp, got 'Ā一\u{3000}😀'"
+        );
+        let e = LakeError::invalid("a\0b\rc\nd\x07e\u{7f}f\u{85}g");
+        assert_eq!(e.reply_text(), "ERR a\\0b\\rc\\nd\\x07e\\x7ff\\x85g");
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_are_escaped_not_lost() {
+        assert_eq!(escape_bytes(b"ok \xff\xfe \xe4\xb8\x80"), "ok \\xff\\xfe 一");
+        assert_eq!(escape_bytes(b"\0\r\n"), "\\0\\r\\n");
+        assert_eq!(escape_bytes(&[0xe4, 0xb8]), "\\xe4\\xb8");
     }
 }

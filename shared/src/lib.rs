@@ -29,5 +29,15 @@ pub use error::{ErrorKind, LakeError};
 pub const MAX_FIELD_BYTES: usize = 512;
 /// Largest catalog name accepted, in bytes.
 pub const MAX_CATALOG_BYTES: usize = 128;
+/// The depth budget: a document Lake builds nests at most this many
+/// levels, counting a write's field path segments plus its value's own
+/// nesting (`LAKE.WRITE c a.b '{"x":[1]}'` builds 4). A write over it is
+/// refused before anything is stored; a custom mode's output over it fails
+/// the merge. The same budget holds for snapshots, which are folds.
+pub const MAX_DOC_DEPTH: usize = 128;
+/// Deepest document a read parses: far above [`MAX_DOC_DEPTH`], so every
+/// document the fold can build reads back, and so do documents an older
+/// build let through (up to 512 path segments plus 128 value levels).
+pub const MAX_READ_DEPTH: usize = 1024;
 /// Default largest JSON value accepted by `LAKE.WRITE`, in bytes.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;

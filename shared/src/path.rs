@@ -13,7 +13,20 @@
 //! The field text itself is at most [`MAX_FIELD_BYTES`] and holds no control
 //! characters; it may contain `:` (members split at the last `:`).
 
-use crate::{LakeError, MAX_FIELD_BYTES};
+use crate::{LakeError, MAX_DOC_DEPTH, MAX_FIELD_BYTES};
+
+/// The depth budget of a write: `segments` path segments plus a value
+/// nested `value_depth` levels must fit in [`MAX_DOC_DEPTH`], so every
+/// document a fold builds from it reads back. The module checks the path
+/// alone (depth 0) before anything is sent; the sidecar checks both.
+pub fn check_write_depth(segments: usize, value_depth: usize) -> Result<(), LakeError> {
+    if segments + value_depth > MAX_DOC_DEPTH {
+        return Err(LakeError::invalid(format!(
+            "field path of {segments} segments and a value nested {value_depth} levels deep exceed the depth budget of {MAX_DOC_DEPTH} levels; nothing was stored"
+        )));
+    }
+    Ok(())
+}
 
 /// Parses a field path into its segments; the root is the empty list.
 pub fn parse(field: &str) -> Result<Vec<String>, LakeError> {
@@ -101,6 +114,15 @@ mod tests {
         assert_eq!(p("/a/0/-"), ["a", "0", "-"]);
         assert_eq!(p("/"), [""]);
         assert_eq!(p("/~01"), ["~1"]);
+    }
+
+    #[test]
+    fn write_depth_budget() {
+        assert!(check_write_depth(MAX_DOC_DEPTH, 0).is_ok());
+        assert!(check_write_depth(100, 28).is_ok());
+        let e = check_write_depth(100, 29).unwrap_err();
+        assert!(e.message.contains("depth budget of 128"), "{}", e.message);
+        assert!(check_write_depth(MAX_DOC_DEPTH + 1, 0).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //!   current value at the path (or nothing) and the delta's value, and puts
 //!   back what it returns (or deletes the path).
 
+use lake_shared::{MAX_DOC_DEPTH, MAX_READ_DEPTH};
 use serde_json::{Map, Value};
 
 /// How a mode treats the way to its target.
@@ -116,7 +117,11 @@ pub fn fold<'a>(
 ) -> Result<Value, Failed> {
     let mut doc = base.unwrap_or_else(|| Value::Object(Map::new()));
     for (i, d) in deltas.into_iter().enumerate() {
-        match step(Some(&mut doc), d.path, d.mode, d.value, custom) {
+        let mut custom = Budgeted {
+            inner: &mut *custom,
+            budget: MAX_DOC_DEPTH.saturating_sub(d.path.len()),
+        };
+        match step(Some(&mut doc), d.path, d.mode, d.value, &mut custom) {
             Ok(Out::Keep | Out::Changed) => {}
             Ok(Out::Delete) => doc = Value::Object(Map::new()),
             Ok(Out::Put(v)) => doc = v,
@@ -124,6 +129,32 @@ pub fn fold<'a>(
         }
     }
     Ok(doc)
+}
+
+/// A custom mode held to the depth budget: what it returns at a path of `n`
+/// segments may nest at most `MAX_DOC_DEPTH - n` levels, so every document
+/// a fold builds reads back.
+struct Budgeted<'c> {
+    inner: &'c mut dyn Custom,
+    budget: usize,
+}
+
+impl Custom for Budgeted<'_> {
+    fn apply(
+        &mut self,
+        mode: &str,
+        current: Option<Value>,
+        value: Value,
+    ) -> Result<Option<Value>, String> {
+        let out = self.inner.apply(mode, current, value)?;
+        if let Some(d) = out.as_ref().map(depth).filter(|d| *d > self.budget) {
+            return Err(format!(
+                "mode '{mode}' returned a value nested {d} levels deep where the path leaves {} of the {MAX_DOC_DEPTH}-level depth budget",
+                self.budget
+            ));
+        }
+        Ok(out)
+    }
 }
 
 /// A decimal array index (no sign, no leading zeros), or `None`. One too
@@ -299,21 +330,40 @@ pub fn get<'a>(doc: &'a Value, segs: &[String]) -> Option<&'a Value> {
     Some(node)
 }
 
-/// Deepest nesting [`parse`] accepts (as `serde_json`'s own limit).
-pub const MAX_DEPTH: usize = 128;
-
 /// Parses JSON text keeping every number's exact text. (`serde_json` with
 /// `arbitrary_precision` keeps digits but rewrites exponents: `1E2` becomes
 /// `1e+2`.) Strings are decoded by `serde_json`; object keys keep their
-/// order; a repeated key keeps its first place and its last value.
+/// order; a repeated key keeps its first place and its last value. Accepts
+/// nesting up to [`MAX_READ_DEPTH`]: whatever Lake stored reads back.
 pub fn parse(text: &str) -> Result<Value, String> {
-    Parser::new(text, true).run()
+    Parser::new(text, true, MAX_READ_DEPTH).run()
 }
 
-/// Checks that `text` is JSON [`parse`] accepts, building nothing: what a
-/// write stores can always be read back.
-pub fn validate(text: &str) -> Result<(), String> {
-    Parser::new(text, false).run().map(drop)
+/// Checks that `text` is JSON that a write may store, building nothing, and
+/// returns its nesting depth (a scalar is 0, `[1]` is 1): at most
+/// [`MAX_DOC_DEPTH`], so what a write stores can always be read back.
+pub fn validate(text: &str) -> Result<usize, String> {
+    let mut p = Parser::new(text, false, MAX_DOC_DEPTH);
+    p.value(0)?;
+    p.end()?;
+    Ok(p.deepest)
+}
+
+/// The nesting depth of a value (a scalar is 0, `{"a":[]}` is 2).
+/// Iterative, so no document can exhaust the stack here.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(m) => Box::new(m.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
 }
 
 struct Parser<'a> {
@@ -322,25 +372,45 @@ struct Parser<'a> {
     i: usize,
     /// Build the value; without it only the grammar is checked.
     build: bool,
+    /// Deepest nesting accepted.
+    limit: usize,
+    /// Deepest nesting met so far.
+    deepest: usize,
 }
 
 impl<'a> Parser<'a> {
-    fn new(text: &'a str, build: bool) -> Self {
+    fn new(text: &'a str, build: bool, limit: usize) -> Self {
         Parser {
             b: text.as_bytes(),
             text,
             i: 0,
             build,
+            limit,
+            deepest: 0,
         }
     }
 
     fn run(mut self) -> Result<Value, String> {
         let v = self.value(0)?;
+        self.end()?;
+        Ok(v)
+    }
+
+    fn end(&mut self) -> Result<(), String> {
         self.ws();
         if self.i != self.b.len() {
             return Err(self.err("trailing characters"));
         }
-        Ok(v)
+        Ok(())
+    }
+
+    /// Enters a container one level below `depth`.
+    fn nest(&mut self, depth: usize) -> Result<(), String> {
+        if depth + 1 > self.limit {
+            return Err(self.err(&format!("nested deeper than {} levels", self.limit)));
+        }
+        self.deepest = self.deepest.max(depth + 1);
+        Ok(())
     }
 
     fn err(&self, what: &str) -> String {
@@ -354,12 +424,10 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, String> {
-        if depth > MAX_DEPTH {
-            return Err(self.err(&format!("nested deeper than {MAX_DEPTH} levels")));
-        }
         self.ws();
         match self.b.get(self.i) {
             Some(b'{') => {
+                self.nest(depth)?;
                 self.i += 1;
                 let mut m = Map::new();
                 self.ws();
@@ -391,6 +459,7 @@ impl<'a> Parser<'a> {
                 }
             }
             Some(b'[') => {
+                self.nest(depth)?;
                 self.i += 1;
                 let mut a = Vec::new();
                 self.ws();
@@ -560,11 +629,65 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
             assert!(validate(bad).is_err(), "{bad:?} validated");
         }
-        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
-        assert!(parse(&deep).unwrap_err().contains("deeper"));
-        assert!(validate(&deep).unwrap_err().contains("deeper"));
-        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
-        assert!(parse(&ok).is_ok());
+    }
+
+    fn nested(n: usize) -> String {
+        format!("{}1{}", "[".repeat(n), "]".repeat(n))
+    }
+
+    #[test]
+    fn writes_stay_within_the_budget_and_reads_accept_far_more() {
+        assert_eq!(validate("1"), Ok(0));
+        assert_eq!(validate(r#"{"a":[1,{"b":{}}]}"#), Ok(4));
+        assert_eq!(validate(&nested(MAX_DOC_DEPTH)), Ok(MAX_DOC_DEPTH));
+        assert!(validate(&nested(MAX_DOC_DEPTH + 1))
+            .unwrap_err()
+            .contains("deeper than 128"));
+        // What an older build let a write build (512 path segments + 128)
+        // reads back; only absurd text is refused.
+        let old = nested(640);
+        assert_eq!(depth(&parse(&old).unwrap()), 640);
+        assert!(parse(&nested(MAX_READ_DEPTH)).is_ok());
+        assert!(parse(&nested(MAX_READ_DEPTH + 1)).is_err());
+    }
+
+    #[test]
+    fn depth_counts_containers() {
+        assert_eq!(depth(&v("1")), 0);
+        assert_eq!(depth(&v("[]")), 1);
+        assert_eq!(depth(&v(r#"{"a":[1,{"b":{}}],"c":[]}"#)), 4);
+    }
+
+    /// Wraps every value it is given in one more array.
+    struct Deeper;
+    impl Custom for Deeper {
+        fn apply(&mut self, _: &str, cur: Option<Value>, _: Value) -> Result<Option<Value>, String> {
+            Ok(Some(Value::Array(vec![cur.unwrap_or(Value::Null)])))
+        }
+    }
+
+    #[test]
+    fn a_custom_mode_cannot_build_past_the_budget() {
+        let path = p("a.b");
+        let step = |doc: Option<Value>| {
+            fold(
+                doc,
+                [Delta {
+                    path: &path,
+                    mode: Mode::Custom("deeper"),
+                    value: Value::Null,
+                }],
+                &mut Deeper,
+            )
+        };
+        let mut doc = None;
+        for _ in 0..MAX_DOC_DEPTH - 2 {
+            doc = Some(step(doc).expect("within the budget"));
+        }
+        assert_eq!(depth(doc.as_ref().unwrap()), MAX_DOC_DEPTH);
+        let e = step(doc).unwrap_err();
+        assert_eq!(e.delta, 0);
+        assert!(e.message.contains("budget"), "{}", e.message);
     }
 
     fn run(base: Option<&str>, deltas: &[(&str, &str, &str)]) -> String {

@@ -124,7 +124,7 @@ impl Service {
     pub async fn put(&self, p: Put) -> Result<Stored, LakeError> {
         catalog::validate(&p.catalog)?;
         catalog::validate_uuid(&p.uuid)?;
-        path::parse(&p.field)?;
+        let segs = path::parse(&p.field)?;
         if !self.engine.has_mode(&p.mode) {
             return Err(LakeError::invalid(format!(
                 "unknown mode '{}' (loaded: {})",
@@ -137,8 +137,9 @@ impl Service {
         // be read back (depth limit included).
         let text = String::from_utf8(p.value)
             .map_err(|_| LakeError::invalid("value is not valid UTF-8"))?;
-        native::validate(&text)
+        let depth = native::validate(&text)
             .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
+        path::check_write_depth(segs.len(), depth)?;
         let value = serde_json::from_str::<&RawValue>(&text)
             .map_err(|e| LakeError::invalid(format!("value is not valid JSON: {e}")))?;
         let body = envelope::Delta::encode(&p.catalog, &p.field, &p.mode, value);

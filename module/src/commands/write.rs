@@ -20,7 +20,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     }
     let cat = catalog_arg(&args, 1)?;
     let field = arg_str(&args[2], "field")?;
-    path::parse(field)?;
+    path::check_write_depth(path::parse(field)?.len(), 0)?;
     let value_len = args[3].as_slice().len();
     let max_value = config::max_value_bytes();
     if value_len > max_value {
