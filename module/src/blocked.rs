@@ -13,15 +13,16 @@
 //! - A job runs only if its client is still connected (Redis skips the reply
 //!   callback for a client that went away); a write whose client left is
 //!   never indexed, and its object is an orphan for `LAKE.GC`.
-//! - A panic inside a job is caught and becomes an error reply.
+//! - A panic inside a job is caught ([`crate::entry`]) and becomes an error
+//!   reply.
 
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_void;
 use std::time::Instant;
 
 use lake_shared::LakeError;
 use redis_module::{raw, Context, RedisValue};
 
-use crate::{config, gate, reply};
+use crate::{config, entry, gate};
 
 /// What runs on the main thread: commit if needed, then the reply value.
 pub type Job = Box<dyn FnOnce(&Context) -> Result<RedisValue, LakeError> + Send>;
@@ -44,7 +45,15 @@ impl Blocked {
         let block = unsafe { raw::RedisModule_BlockClient }
             .ok_or_else(|| LakeError::internal("RedisModule_BlockClient is missing"))?;
         let deadline = Instant::now() + config::timeout();
-        let inner = unsafe { block(ctx.ctx, Some(on_reply), None, Some(on_free), 0) };
+        let inner = unsafe {
+            block(
+                ctx.ctx,
+                Some(entry::on_reply),
+                None,
+                Some(entry::on_free),
+                0,
+            )
+        };
         if inner.is_null() {
             return Err(LakeError::internal("Redis refused to block the client"));
         }
@@ -119,12 +128,9 @@ impl Drop for Blocked {
     }
 }
 
-/// Runs the job on the main thread and replies with its result.
-extern "C" fn on_reply(
-    ctx: *mut raw::RedisModuleCtx,
-    _: *mut *mut raw::RedisModuleString,
-    _: c_int,
-) -> c_int {
+/// Takes and runs the job Redis carried to the reply callback
+/// ([`crate::entry::on_reply`], which replies its result). Main thread.
+pub fn run(ctx: *mut raw::RedisModuleCtx) -> Result<RedisValue, LakeError> {
     let context = Context::new(ctx);
     let slot =
         unsafe { raw::RedisModule_GetBlockedClientPrivateData.map(|f| f(ctx).cast::<Slot>()) };
@@ -132,21 +138,15 @@ extern "C" fn on_reply(
         Some(p) if !p.is_null() => unsafe { (*p).take() },
         _ => None,
     };
-    let out = match job {
-        Some(job) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&context)))
-            .unwrap_or_else(|_| {
-                Err(LakeError::internal(
-                    "completion panicked; the request was not applied",
-                ))
-            }),
+    match job {
+        Some(job) => job(&context),
         None => Err(LakeError::internal("the answer was lost")),
-    };
-    context.reply(reply::result(out));
-    raw::REDISMODULE_OK as c_int
+    }
 }
 
-/// Frees the private data, whether or not the reply callback ran.
-extern "C" fn on_free(_: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+/// Frees the private data ([`crate::entry::on_free`]), whether or not the
+/// reply callback ran.
+pub fn free(privdata: *mut c_void) {
     if !privdata.is_null() {
         drop(unsafe { Box::from_raw(privdata.cast::<Slot>()) });
     }

@@ -222,7 +222,8 @@ fn local_store_warning() {
     let ctx = tsc.lock();
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::CLUSTER | ContextFlags::SLAVE) {
-        ctx.log_warning(
+        crate::reply::warning(
+            &ctx,
             "lake: the sidecar stores objects in local:// (one machine's disk), but this node is a replica or in a cluster: other nodes cannot read those objects. Use s3:// or a file:// directory every sidecar shares.",
         );
     }

@@ -15,13 +15,12 @@
 //! - With no retention anywhere, a tick reads keys and removes nothing.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use lake_shared::{catalog, cluster, stamp};
-use redis_module::{Context, ContextFlags, RedisValue};
+use redis_module::{raw, Context, ContextFlags, RedisValue};
 
 use crate::commands::compact;
-use crate::{config, owner, stats};
+use crate::{config, entry, owner, stats};
 
 /// Keys one `SCAN` step looks at (a hint to Redis).
 pub const KEYS_PER_TICK: &str = "64";
@@ -38,14 +37,24 @@ pub fn start(ctx: &Context) {
         0 => 1000,
         ms => ms,
     };
-    ctx.create_timer(Duration::from_millis(ms), tick, ());
+    if let Some(create) = unsafe { raw::RedisModule_CreateTimer } {
+        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        unsafe {
+            create(
+                ctx.ctx,
+                ms,
+                Some(entry::compaction_timer),
+                std::ptr::null_mut(),
+            )
+        };
+    }
 }
 
-fn tick(ctx: &Context, (): ()) {
+/// One timer tick ([`crate::entry::compaction_timer`] re-arms it).
+pub fn tick(ctx: &Context) {
     if config::compact_interval_ms() > 0 {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(ctx)));
+        run(ctx);
     }
-    start(ctx);
 }
 
 fn run(ctx: &Context) {
@@ -117,10 +126,13 @@ fn run(ctx: &Context) {
                 }
                 budget = budget.saturating_sub(s.deltas);
             }
-            Err(e) => ctx.log_warning(&format!(
-                "lake: background compaction of '{cat}' failed: {}",
-                e.message
-            )),
+            Err(e) => crate::reply::warning(
+                ctx,
+                &format!(
+                    "lake: background compaction of '{cat}' failed: {}",
+                    e.message
+                ),
+            ),
         }
         if budget == 0 {
             // Out of budget: this step's keys are visited again next tick.

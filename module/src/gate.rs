@@ -23,7 +23,6 @@
 //!   never waits for an unrelated event.
 
 use std::collections::VecDeque;
-use std::os::raw::c_void;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -31,7 +30,7 @@ use lake_shared::LakeError;
 use redis_module::{raw, Context};
 
 use crate::blocked::{Blocked, Job};
-use crate::owner;
+use crate::{entry, owner};
 
 /// `REDISMODULE_EVENT_EVENTLOOP` and its before-sleep sub-event (Redis 7.0).
 const EVENT_LOOP: u64 = 15;
@@ -47,7 +46,8 @@ pub fn init(ctx: &Context) -> Result<(), LakeError> {
         id: EVENT_LOOP,
         dataver: 1,
     };
-    if unsafe { subscribe(ctx.ctx, event, Some(before_sleep)) } != raw::REDISMODULE_OK as i32 {
+    if unsafe { subscribe(ctx.ctx, event, Some(entry::before_sleep)) } != raw::REDISMODULE_OK as i32
+    {
         return Err(LakeError::internal(
             "cannot subscribe to the event loop (Redis 7.0 or later is required)",
         ));
@@ -74,25 +74,17 @@ pub fn park(bc: Blocked, job: Job) {
     };
     if was_empty {
         if let Some(add) = unsafe { raw::RedisModule_EventLoopAddOneShot } {
-            unsafe { add(Some(wake), std::ptr::null_mut()) };
+            unsafe { add(Some(entry::wake), std::ptr::null_mut()) };
         }
     }
 }
 
-/// Nothing to do: the one-shot only wakes the event loop so that the
-/// before-sleep hook runs.
-extern "C" fn wake(_: *mut c_void) {}
-
-extern "C" fn before_sleep(
-    _: *mut raw::RedisModuleCtx,
-    _: raw::RedisModuleEvent,
-    subevent: u64,
-    _: *mut c_void,
-) {
-    if subevent != BEFORE_SLEEP {
-        return;
+/// The event-loop hook's work ([`crate::entry::before_sleep`]): before
+/// Redis sleeps, release what may commit now.
+pub fn on_event(subevent: u64) {
+    if subevent == BEFORE_SLEEP {
+        release();
     }
-    let _ = std::panic::catch_unwind(release);
 }
 
 fn release() {

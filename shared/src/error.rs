@@ -161,7 +161,10 @@ mod tests {
 
     #[test]
     fn invalid_utf8_bytes_are_escaped_not_lost() {
-        assert_eq!(escape_bytes(b"ok \xff\xfe \xe4\xb8\x80"), "ok \\xff\\xfe 一");
+        assert_eq!(
+            escape_bytes(b"ok \xff\xfe \xe4\xb8\x80"),
+            "ok \\xff\\xfe 一"
+        );
         assert_eq!(escape_bytes(b"\0\r\n"), "\\0\\r\\n");
         assert_eq!(escape_bytes(&[0xe4, 0xb8]), "\\xe4\\xb8");
     }

@@ -661,7 +661,12 @@ mod tests {
     /// Wraps every value it is given in one more array.
     struct Deeper;
     impl Custom for Deeper {
-        fn apply(&mut self, _: &str, cur: Option<Value>, _: Value) -> Result<Option<Value>, String> {
+        fn apply(
+            &mut self,
+            _: &str,
+            cur: Option<Value>,
+            _: Value,
+        ) -> Result<Option<Value>, String> {
             Ok(Some(Value::Array(vec![cur.unwrap_or(Value::Null)])))
         }
     }

@@ -149,7 +149,7 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
 pub fn on_unsolicited(ctx: &Context, resp: Response) {
     if let Response::SnapshotStored(s) = resp {
         if let Err(e) = commit_snapshot(ctx, &s.catalog, &s.snap, s.fence) {
-            ctx.log_warning(&format!("lake: snapshot commit failed: {}", e.message));
+            crate::reply::warning(ctx, &format!("lake: snapshot commit failed: {}", e.message));
         }
     }
 }
@@ -164,14 +164,14 @@ fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Resu
         return Ok(());
     }
     if read_int(ctx, &catalog::floor_key(cat))?.is_some_and(|f| snap.covers < f) {
-        ctx.log_notice(&format!(
+        crate::reply::notice(ctx, &format!(
             "lake: catalog '{cat}': snapshot {} not committed: it is older than the compacted history",
             snap.uuid
         ));
         return Ok(());
     }
     if read_fence(ctx, cat)? != fence {
-        ctx.log_notice(&format!(
+        crate::reply::notice(ctx, &format!(
             "lake: catalog '{cat}': snapshot {} not committed: a delta was removed since it was built",
             snap.uuid
         ));

@@ -1,0 +1,243 @@
+//! Every function Redis calls into: the `LAKE.*` command handlers, the
+//! blocked-client reply and free callbacks, the before-sleep hook and its
+//! wake-up, the compaction timer and the `INFO lake` callback. Each runs
+//! behind [`guard`].
+//!
+//! Why one place: since Rust 1.81 a panic that unwinds out of an
+//! `extern "C"` function aborts the process, and here the process is
+//! redis-server. So every entry catches, logs the panic with the entry's
+//! name, and turns it into an error reply (a command, a blocked client's
+//! answer) or a no-op (hooks, timers, info); a timer is re-armed whatever
+//! its step did.
+//!
+//! Invariants:
+//! - A command's reply is built whole as a value first, then written by
+//!   [`reply::send`], which cannot panic; a panic before the first byte is
+//!   written becomes one error reply, so the client always gets exactly one
+//!   answer.
+//! - Commands are registered here, by the module API itself, not by the
+//!   `redis-module` macro, whose wrapper replies outside any guard.
+//! - With the `fault-injection` feature (tests only), `LAKE.FAULT <entry>`
+//!   arms one panic at the start of the named entry's guarded body; the
+//!   build shipped to users has neither the command nor the hook.
+
+use std::ffi::CString;
+use std::os::raw::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use lake_shared::LakeError;
+use redis_module::{raw, Context, InfoContext, RedisString, RedisValue};
+
+use crate::reply::{self, Level};
+use crate::{blocked, commands, compactor, gate, stats};
+
+/// A command handler: validates, reads the index, and either replies a
+/// value or blocks its client (and returns `NoReply`).
+pub type Handler = fn(&Context, Vec<RedisString>) -> Result<RedisValue, LakeError>;
+
+/// Runs `body` for the entry `name`; a panic is logged and `fallback` runs
+/// instead.
+pub fn guard<T>(name: &str, fallback: impl FnOnce() -> T, body: impl FnOnce() -> T) -> T {
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::hit(name);
+        body()
+    }));
+    match out {
+        Ok(v) => v,
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            reply::log(
+                std::ptr::null_mut(),
+                Level::Warning,
+                &format!("lake: panic in {name} caught: {why}"),
+            );
+            fallback()
+        }
+    }
+}
+
+/// Replies a result (counting errors by kind) behind its own guard, so a
+/// panic before the first byte is written still answers the client.
+fn answer(ctx: *mut raw::RedisModuleCtx, out: Result<RedisValue, LakeError>) {
+    if let Err(e) = &out {
+        stats::error(e.kind);
+    }
+    guard(
+        "reply",
+        || {
+            reply::error(
+                ctx,
+                &LakeError::internal("building the reply panicked; see the Redis log"),
+            )
+        },
+        || reply::send(ctx, out),
+    );
+}
+
+fn command(
+    name: &'static str,
+    handler: Handler,
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let out = guard(
+        name,
+        || {
+            Err(LakeError::internal(format!(
+                "{name} panicked; the request was not applied (see the Redis log)"
+            )))
+        },
+        || {
+            let context = Context::new(ctx);
+            let args = redis_module::decode_args(ctx, argv, argc);
+            commands::check_db(&context).and_then(|()| handler(&context, args))
+        },
+    );
+    answer(ctx, out);
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Declares one `extern "C"` function per command and the table
+/// [`register`] walks: name, handler, flags, and the key positions (the
+/// catalog argument is the key: first=last=1, step 1; 0 for none).
+macro_rules! commands {
+    ($([$fn_name:ident, $name:literal, $handler:path, $flags:literal, $first:literal, $last:literal, $step:literal]),* $(,)?) => {
+        $(
+            extern "C" fn $fn_name(
+                ctx: *mut raw::RedisModuleCtx,
+                argv: *mut *mut raw::RedisModuleString,
+                argc: c_int,
+            ) -> c_int {
+                command($name, $handler, ctx, argv, argc)
+            }
+        )*
+        type CmdFn = extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+        const COMMANDS: &[(&str, CmdFn, &str, c_int, c_int, c_int)] = &[
+            $(($name, $fn_name, $flags, $first, $last, $step)),*
+        ];
+    };
+}
+
+commands! {
+    [cmd_write, "LAKE.WRITE", commands::write, "write deny-oom", 1, 1, 1],
+    [cmd_read, "LAKE.READ", commands::read, "readonly", 1, 1, 1],
+    [cmd_remove, "LAKE.REMOVE", commands::remove, "write", 1, 1, 1],
+    [cmd_drop, "LAKE.DROP", commands::drop_catalog, "write", 1, 1, 1],
+    [cmd_gc, "LAKE.GC", commands::gc, "readonly admin", 0, 0, 0],
+    [cmd_history, "LAKE.HISTORY", commands::history, "readonly", 1, 1, 1],
+    [cmd_compact, "LAKE.COMPACT", commands::compact, "write", 1, 1, 1],
+    [cmd_retention, "LAKE.RETENTION", commands::set_retention, "write", 1, 1, 1],
+    [cmd_info, "LAKE.INFO", commands::info, "readonly", 1, 1, 1],
+}
+
+#[cfg(feature = "fault-injection")]
+extern "C" fn cmd_fault(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    command("LAKE.FAULT", crate::fault::command, ctx, argv, argc)
+}
+
+/// Registers every command and the `INFO lake` callback. Called once from
+/// the module's init.
+pub fn register(ctx: &Context) -> Result<(), LakeError> {
+    let create = unsafe { raw::RedisModule_CreateCommand }
+        .ok_or_else(|| LakeError::internal("RedisModule_CreateCommand is missing"))?;
+    #[allow(unused_mut)]
+    let mut table: Vec<(&str, CmdFn, &str, c_int, c_int, c_int)> = COMMANDS.to_vec();
+    #[cfg(feature = "fault-injection")]
+    table.push(("LAKE.FAULT", cmd_fault, "admin", 0, 0, 0));
+    for (name, f, flags, first, last, step) in table {
+        let (Ok(cname), Ok(cflags)) =
+            (CString::new(name.to_ascii_lowercase()), CString::new(flags))
+        else {
+            return Err(LakeError::internal(format!(
+                "bad command table entry {name}"
+            )));
+        };
+        let ok = unsafe {
+            create(
+                ctx.ctx,
+                cname.as_ptr(),
+                Some(f),
+                cflags.as_ptr(),
+                first,
+                last,
+                step,
+            )
+        };
+        if ok != raw::REDISMODULE_OK as c_int {
+            return Err(LakeError::internal(format!("cannot register {name}")));
+        }
+    }
+    if let Some(register) = unsafe { raw::RedisModule_RegisterInfoFunc } {
+        unsafe { register(ctx.ctx, Some(info)) };
+    }
+    Ok(())
+}
+
+/// A blocked client's answer, on the main thread: runs its job (commit and
+/// reply value) and replies.
+pub extern "C" fn on_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    _: *mut *mut raw::RedisModuleString,
+    _: c_int,
+) -> c_int {
+    let out = guard(
+        "blocked-reply",
+        || {
+            Err(LakeError::internal(
+                "completing the request panicked; it may or may not have been applied (see the Redis log)",
+            ))
+        },
+        || blocked::run(ctx),
+    );
+    answer(ctx, out);
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Frees a blocked client's private data, whether or not it was answered.
+pub extern "C" fn on_free(_: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    guard("blocked-free", || (), || blocked::free(privdata));
+}
+
+/// Redis's event-loop hook: releases parked commits before it sleeps.
+pub extern "C" fn before_sleep(
+    _: *mut raw::RedisModuleCtx,
+    _: raw::RedisModuleEvent,
+    subevent: u64,
+    _: *mut c_void,
+) {
+    guard("before-sleep", || (), || gate::on_event(subevent));
+}
+
+/// Wakes Redis's event loop so that the before-sleep hook runs; nothing
+/// else to do.
+pub extern "C" fn wake(_: *mut c_void) {
+    guard("wake", || (), || ());
+}
+
+/// The background compaction timer: one bounded step, then re-armed.
+pub extern "C" fn compaction_timer(ctx: *mut raw::RedisModuleCtx, _: *mut c_void) {
+    let context = Context::new(ctx);
+    guard("timer", || (), || compactor::tick(&context));
+    guard("timer-arm", || (), || compactor::start(&context));
+}
+
+/// `INFO lake`.
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    guard(
+        "info",
+        || (),
+        || {
+            let _ = stats::info(&InfoContext::new(ctx));
+        },
+    );
+}
