@@ -6,7 +6,7 @@ CARGO ?= cargo
 PY_VENV := target/py
 MOTO := $(PY_VENV)/bin/moto_server
 
-.PHONY: run cluster test build deps test-deps lint compose-check bench clean
+.PHONY: run cluster test build deps test-deps faults fuzz lint compose-check bench clean
 
 deps:
 	@scripts/deps.sh
@@ -37,11 +37,22 @@ compose-check: test-deps
 	docker-compose -f docker-compose.yml config -q
 	docker-compose -f docker-compose.cluster.yml config -q
 
+# The module built with LAKE.FAULT (tests only: a panic armed at any entry
+# Redis calls), in a target directory of its own so liblake.so stays clean.
+faults: deps
+	$(CARGO) build --release --locked -p lake-module --features fault-injection --target-dir target/faults
+
 # One release build, shared by every test binary. The benchmark harness
 # runs once in its quick mode so it cannot rot.
-test: test-deps build $(MOTO) compose-check
+test: test-deps build faults $(MOTO) compose-check
 	$(CARGO) test --release --workspace --locked
 	target/release/lake-bench --quick --out target/bench/quick.json > /dev/null
+
+# The command fuzzer at length (`make test` runs 3,000 commands); a seed
+# replays a run: make fuzz LAKE_FUZZ_SEED=123.
+LAKE_FUZZ_COMMANDS ?= 100000
+fuzz: build
+	LAKE_FUZZ_COMMANDS=$(LAKE_FUZZ_COMMANDS) $(CARGO) test --release --locked -p lake-tests --test fuzz -- --nocapture
 
 # Lake against its baselines in one run; prints markdown tables and writes
 # target/bench/results.json. About 7 minutes on 2 cores.

@@ -95,7 +95,7 @@ redis_module! {
             ["max-value-bytes", &config::MAX_VALUE_BYTES, lake_shared::DEFAULT_MAX_VALUE_BYTES as i64, 1, 500 << 20, ConfigurationFlags::DEFAULT, None],
             ["max-inflight", &config::MAX_INFLIGHT, 10_000, 1, 10_000_000, ConfigurationFlags::DEFAULT, None],
             ["gc-grace-secs", &config::GC_GRACE_SECS, 3600, 0, 315_360_000, ConfigurationFlags::DEFAULT, None],
-            ["retention-secs", &config::RETENTION_SECS, 0, 0, 3_153_600_000, ConfigurationFlags::DEFAULT, None],
+            ["retention-secs", &config::RETENTION_SECS, 0, 0, commands::compact::MAX_RETENTION_SECS as i64, ConfigurationFlags::DEFAULT, None],
             ["compact-interval-ms", &config::COMPACT_INTERVAL_MS, 1000, 0, 3_600_000, ConfigurationFlags::DEFAULT, None],
         ],
         string: [

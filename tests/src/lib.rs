@@ -206,6 +206,8 @@ pub struct Options {
     pub sidecar_args: Vec<String>,
     /// Extra arguments of `lake-s3-test-server`.
     pub s3_server_args: Vec<String>,
+    /// The module to load (default: the release `liblake.so`).
+    pub module: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -219,6 +221,7 @@ impl Default for Options {
             module_args: Vec::new(),
             sidecar_args: Vec::new(),
             s3_server_args: Vec::new(),
+            module: None,
         }
     }
 }
@@ -432,7 +435,12 @@ impl Lake {
             .arg("")
             .args(&self.opts.redis_args)
             .arg("--loadmodule")
-            .arg(binary("liblake.so"))
+            .arg(
+                self.opts
+                    .module
+                    .clone()
+                    .unwrap_or_else(|| binary("liblake.so")),
+            )
             .arg("socket")
             .arg(self.socket())
             .arg("timeout-ms")
@@ -481,6 +489,17 @@ impl Lake {
         con.set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
         con
+    }
+
+    /// What redis-server has logged so far.
+    pub fn redis_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Panics if Redis's log holds a crash report (an assertion, a panic
+    /// that aborted it, a signal).
+    pub fn assert_no_crash(&self) {
+        assert_no_crash(&self.redis_log(), "redis-server");
     }
 
     pub fn redis_pid(&self) -> u32 {
@@ -850,6 +869,32 @@ pub fn read(
         serde_json::from_str(&t)
             .unwrap_or_else(|e| panic!("LAKE.READ returned invalid JSON {t}: {e}"))
     }))
+}
+
+/// Panics if `log` (a redis-server log) holds a crash report.
+pub fn assert_no_crash(log: &str, who: &str) {
+    for mark in [
+        "ASSERTION FAILED",
+        "BUG REPORT",
+        "crashed by signal",
+        "cannot unwind",
+    ] {
+        assert!(!log.contains(mark), "{who} crashed ({mark}):\n{log}");
+    }
+}
+
+/// The fault-injection build of the module (`make test` builds it with
+/// `--features fault-injection` into `target/faults`).
+pub fn fault_module() -> PathBuf {
+    let p = target_dir()
+        .join("../faults/release/liblake.so")
+        .canonicalize()
+        .unwrap_or_default();
+    assert!(
+        p.exists(),
+        "the fault-injection module is missing: run `make test` (or `cargo build --release -p lake-module --features fault-injection --target-dir target/faults`)"
+    );
+    p
 }
 
 /// The full error text as Redis sent it (code + message).

@@ -9,18 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lake_tests::{delta_key, err_text, redis, wait_for, write, zrange, Lake, Options};
-
-fn assert_no_crash(log: &str, who: &str) {
-    assert!(
-        !log.contains("ASSERTION FAILED") && !log.contains("BUG REPORT"),
-        "{who} crashed:\n{log}"
-    );
-}
-
-fn redis_log(lake: &Lake) -> String {
-    std::fs::read_to_string(lake.dir.path().join("redis.log")).unwrap_or_default()
-}
+use lake_tests::{
+    assert_no_crash, delta_key, err_text, redis, wait_for, write, zrange, Lake, Options,
+};
 
 fn role(con: &mut redis::Connection) -> String {
     let info: String = redis::cmd("INFO")
@@ -106,7 +97,7 @@ fn failover_with_writes_in_flight_keeps_the_primary_and_every_acknowledged_write
             .or_default() += 1;
     }
     eprintln!("FAILOVER: {} acknowledged, errors {kinds:?}", acks.len());
-    assert_no_crash(&redis_log(&lake), "the old primary");
+    assert_no_crash(&lake.redis_log(), "the old primary");
     assert_no_crash(&replica.log(), "the new primary");
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
     let index: HashSet<(String, i64)> = zrange(&mut r, "catalog:{fo}").into_iter().collect();
@@ -190,7 +181,7 @@ fn completions_during_client_pause_wait_for_unpause() {
     for (f, (uuid, stamp)) in acks {
         assert!(index.contains(&(format!("{f}:{uuid}"), stamp)));
     }
-    assert_no_crash(&redis_log(&lake), "redis");
+    assert_no_crash(&lake.redis_log(), "redis");
 }
 
 #[test]
@@ -220,5 +211,5 @@ fn a_pause_longer_than_the_timeout_answers_tryagain_and_indexes_nothing() {
     );
     let _: String = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut c).unwrap();
     assert!(zrange(&mut c, "catalog:{paused}").is_empty());
-    assert_no_crash(&redis_log(&lake), "redis");
+    assert_no_crash(&lake.redis_log(), "redis");
 }

@@ -28,6 +28,10 @@ use super::{arg_str, call_replicated, catalog_arg, read_int};
 use crate::owner::{self, Op};
 use crate::{config, zset};
 
+/// Longest retention a catalog may set (100 years, as `retention-secs`):
+/// it must stay an integer every later read of the key can parse.
+pub const MAX_RETENTION_SECS: u64 = 3_153_600_000;
+
 /// Most deltas one compaction step removes.
 pub const STEP: usize = 10_000;
 
@@ -150,11 +154,15 @@ pub fn set_retention(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue
     if v.eq_ignore_ascii_case("DEFAULT") {
         call_replicated(ctx, "DEL", &[&key])?;
     } else {
-        let secs: u64 = v.parse().map_err(|_| {
-            LakeError::invalid(format!(
-                "retention needs whole seconds or DEFAULT, got '{v}' ({USAGE})"
-            ))
-        })?;
+        let secs = v
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= MAX_RETENTION_SECS)
+            .ok_or_else(|| {
+                LakeError::invalid(format!(
+                    "retention needs whole seconds from 0 to {MAX_RETENTION_SECS} or DEFAULT, got '{v}' ({USAGE})"
+                ))
+            })?;
         call_replicated(ctx, "SET", &[&key, &secs.to_string()])?;
     }
     Ok(RedisValue::SimpleStringStatic("OK"))

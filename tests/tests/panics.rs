@@ -1,0 +1,181 @@
+//! A panic in any function Redis calls into is caught: the fault-injection
+//! build of the module (`--features fault-injection`) arms one panic at a
+//! named entry with `LAKE.FAULT <entry>`; each test then drives Redis into
+//! that entry and checks that the client got a clean error (or nothing
+//! changed), the panic was logged with the entry's name, and Redis is up
+//! with no crash report.
+
+use std::time::Duration;
+
+use lake_tests::{err_text, fault_module, read, redis, wait_for, write, Lake, Options};
+
+fn lake() -> Lake {
+    Lake::with(Options {
+        module: Some(fault_module()),
+        ..Options::default()
+    })
+}
+
+fn arm(con: &mut redis::Connection, entry: &str) -> Result<Vec<String>, String> {
+    redis::cmd("LAKE.FAULT")
+        .arg(entry)
+        .query(con)
+        .map_err(err_text)
+}
+
+fn caught(lake: &Lake, entry: &str) -> usize {
+    let line = format!("lake: panic in {entry} caught: fault injected at {entry}");
+    lake.redis_log().matches(&line).count()
+}
+
+fn wait_caught(lake: &Lake, entry: &str, times: usize) {
+    wait_for(
+        &format!("the panic in {entry} to be logged {times} times"),
+        Duration::from_secs(20),
+        || caught(lake, entry) >= times,
+    );
+}
+
+fn assert_up(lake: &Lake, con: &mut redis::Connection) {
+    let pong: String = redis::cmd("PING").query(con).expect("PING");
+    assert_eq!(pong, "PONG");
+    lake.assert_no_crash();
+}
+
+#[test]
+fn a_panic_in_any_command_handler_is_an_error_reply() {
+    let lake = lake();
+    let mut con = lake.con();
+    write(&mut con, "c", "a", "1").expect("write");
+    let cases: [(&str, &[&str]); 9] = [
+        ("LAKE.WRITE", &["c", "a", "2"]),
+        ("LAKE.READ", &["c"]),
+        (
+            "LAKE.REMOVE",
+            &["c", "0f8fad5b-d9cb-469f-a165-70867728950e"],
+        ),
+        ("LAKE.DROP", &["other"]),
+        ("LAKE.GC", &["DRYRUN"]),
+        ("LAKE.HISTORY", &["c"]),
+        ("LAKE.COMPACT", &["c"]),
+        ("LAKE.RETENTION", &["c"]),
+        ("LAKE.INFO", &["c"]),
+    ];
+    for (cmd, args) in cases {
+        arm(&mut con, cmd).expect("arm");
+        let e = redis::cmd(cmd)
+            .arg(args)
+            .query::<redis::Value>(&mut con)
+            .map_err(err_text)
+            .expect_err("the armed command must fail");
+        assert!(
+            e.starts_with(&format!("LAKEINTERNAL {cmd} panicked")),
+            "{cmd}: {e}"
+        );
+        assert_eq!(caught(&lake, cmd), 1, "{cmd}");
+        assert_up(&lake, &mut con);
+        // Disarmed after one panic: the same command works again.
+        redis::cmd(cmd)
+            .arg(args)
+            .query::<redis::Value>(&mut con)
+            .unwrap_or_else(|e| panic!("{cmd} after the fault: {}", err_text(e)));
+    }
+    // The write that panicked was never sent: only the two real writes.
+    let history: Vec<redis::Value> = redis::cmd("LAKE.HISTORY")
+        .arg("c")
+        .query(&mut con)
+        .expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        read(&mut con, "c", &[]).unwrap(),
+        Some(serde_json::json!({"a": 2}))
+    );
+}
+
+#[test]
+fn a_panic_while_replying_is_an_error_reply() {
+    let lake = lake();
+    let mut con = lake.con();
+    // The next reply written is LAKE.FAULT's own.
+    let e = arm(&mut con, "reply").expect_err("the reply step panics");
+    assert!(
+        e.starts_with("LAKEINTERNAL building the reply panicked"),
+        "{e}"
+    );
+    assert_eq!(caught(&lake, "reply"), 1);
+    assert_up(&lake, &mut con);
+}
+
+#[test]
+fn a_panic_completing_a_blocked_client_is_an_error_and_indexes_nothing() {
+    let lake = lake();
+    let mut con = lake.con();
+    arm(&mut con, "blocked-reply").expect("arm");
+    let e = write(&mut con, "c", "a", "1").expect_err("the completion panics");
+    assert!(
+        e.starts_with("LAKEINTERNAL completing the request panicked"),
+        "{e}"
+    );
+    assert_eq!(caught(&lake, "blocked-reply"), 1);
+    assert_eq!(read(&mut con, "c", &[]).unwrap(), None, "nothing indexed");
+    assert_up(&lake, &mut con);
+
+    // Freeing the blocked client's data: the answer was already sent.
+    arm(&mut con, "blocked-free").expect("arm");
+    write(&mut con, "c", "a", "2").expect("write answered before the free");
+    wait_caught(&lake, "blocked-free", 1);
+    assert_eq!(
+        read(&mut con, "c", &[]).unwrap(),
+        Some(serde_json::json!({"a": 2}))
+    );
+    assert_up(&lake, &mut con);
+}
+
+#[test]
+fn a_panic_in_the_event_loop_hooks_is_caught_and_commits_still_happen() {
+    let lake = lake();
+    let mut con = lake.con();
+    arm(&mut con, "before-sleep").expect("arm");
+    wait_caught(&lake, "before-sleep", 1);
+    write(&mut con, "c", "a", "1").expect("a write after the hook panicked");
+
+    // The wake-up one-shot runs when a commit is parked on an empty queue.
+    arm(&mut con, "wake").expect("arm");
+    write(&mut con, "c", "b", "2").expect("the write that woke the loop");
+    wait_caught(&lake, "wake", 1);
+    assert_eq!(
+        read(&mut con, "c", &[]).unwrap(),
+        Some(serde_json::json!({"a": 1, "b": 2}))
+    );
+    assert_up(&lake, &mut con);
+}
+
+#[test]
+fn a_panic_in_the_timer_or_info_is_caught_and_the_timer_keeps_running() {
+    let lake = lake();
+    let mut con = lake.con();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lake.compact-interval-ms")
+        .arg("10")
+        .query(&mut con)
+        .expect("config set");
+    arm(&mut con, "timer").expect("arm");
+    wait_caught(&lake, "timer", 1);
+    // Re-armed after the panic: a second fault is met as well.
+    arm(&mut con, "timer").expect("arm again");
+    wait_caught(&lake, "timer", 2);
+
+    arm(&mut con, "info").expect("arm");
+    let _: String = redis::cmd("INFO")
+        .arg("lake")
+        .query(&mut con)
+        .expect("INFO");
+    assert_eq!(caught(&lake, "info"), 1);
+    let info: String = redis::cmd("INFO")
+        .arg("lake")
+        .query(&mut con)
+        .expect("INFO");
+    assert!(info.contains("sidecar_connected"), "{info}");
+    assert_up(&lake, &mut con);
+}
