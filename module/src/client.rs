@@ -17,7 +17,13 @@
 //!   one of response, connection loss, or deadline wins; a late response for
 //!   a timed-out request finds nothing and is dropped (no index entry is ever
 //!   made for a write the client was told failed).
-//! - The pending map's lock is never held while taking the Redis lock.
+//! - The pending map's lock is never held while taking the Redis lock, and
+//!   never while decoding an answer (the main thread takes it on every
+//!   command).
+//! - What waits for the writer is bounded: at most [`MAX_QUEUED_BYTES`] of
+//!   frames (beyond that a request is answered `LAKEBUSY` at once), and a
+//!   connect gives up after [`CONNECT_TIMEOUT`] at most, so a frozen sidecar
+//!   cannot make Redis buffer without bound or wait for ever.
 //! - Completions run without the Redis lock: they hand their client's answer
 //!   to Redis's main thread (`blocked.rs`), which commits and replies there.
 //!   Only messages the sidecar sends on its own (background snapshots, which
@@ -26,7 +32,7 @@
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,13 @@ use lake_shared::LakeError;
 
 use crate::config;
 use redis_module::{Context, ContextFlags, ThreadSafeContext};
+
+/// Most bytes of frames queued for the writer; past it requests get
+/// `LAKEBUSY` instead of piling up in Redis's memory.
+pub const MAX_QUEUED_BYTES: usize = 256 << 20;
+/// Longest a connect to the sidecar's socket may take (a frozen sidecar's
+/// full backlog would otherwise block the writer for ever).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Completes one request with the sidecar's answer or an error, on a
 /// background thread, without the Redis lock.
@@ -55,6 +68,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Generation of the newest connection the reader saw fail.
     broken: AtomicU64,
+    /// Bytes of frames queued for the writer and not yet taken.
+    queued: AtomicUsize,
     /// The connected sidecar said its store is `local://` (one machine's
     /// disk): wrong under replication or in a cluster.
     local_store: AtomicBool,
@@ -75,6 +90,7 @@ impl Client {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             broken: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             local_store: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             unsolicited,
@@ -139,10 +155,19 @@ impl Client {
             conn: 0,
             done,
         };
+        let len = frame.len();
+        let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);
+        if queued > 0 && queued + len > MAX_QUEUED_BYTES {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            return (pending.done)(Err(LakeError::busy(format!(
+                "{queued} bytes are already queued for the sidecar (at most {MAX_QUEUED_BYTES}); retry later"
+            ))));
+        }
         if let Ok(mut map) = self.shared.pending.lock() {
             map.insert(id, pending);
         }
         if self.tx.send((id, frame)).is_err() {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
             self.shared
                 .complete(id, Err(LakeError::internal("channel writer stopped")));
         }
@@ -241,7 +266,8 @@ fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
             shared.socket.display()
         ))
     };
-    let stream = UnixStream::connect(&shared.socket).map_err(down)?;
+    let stream =
+        connect_within(&shared.socket, CONNECT_TIMEOUT.min(config::timeout())).map_err(down)?;
     let handshake = config::timeout().min(Duration::from_secs(2));
     stream.set_read_timeout(Some(handshake)).map_err(down)?;
     stream
@@ -288,6 +314,13 @@ fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
     })
 }
 
+/// Connects to a Unix socket, giving up after `within`.
+fn connect_within(path: &std::path::Path, within: Duration) -> std::io::Result<UnixStream> {
+    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    sock.connect_timeout(&socket2::SockAddr::unix(path)?, within)?;
+    Ok(sock.into())
+}
+
 fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8>)>) {
     let mut conn: Option<Conn> = None;
     let mut generation = 0u64;
@@ -299,6 +332,8 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
                 break;
             }
         }
+        let taken: usize = batch.iter().map(|(_, f)| f.len()).sum();
+        shared.queued.fetch_sub(taken, Ordering::AcqRel);
         if conn
             .as_ref()
             .is_some_and(|c| shared.broken.load(Ordering::Acquire) >= c.generation)
@@ -377,10 +412,15 @@ fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u
                 }
             }
         }
-        let mut answers = Vec::with_capacity(frames.len());
+        // Decoded before the pending map is locked: the main thread takes
+        // that lock on every command.
+        let decoded: Vec<(u64, Result<Response, LakeError>)> = frames
+            .into_iter()
+            .map(|(id, payload)| (id, proto::decode::<Response>(&payload)))
+            .collect();
+        let mut answers = Vec::with_capacity(decoded.len());
         if let Ok(mut m) = shared.pending.lock() {
-            for (id, payload) in frames {
-                let res = proto::decode::<Response>(&payload);
+            for (id, res) in decoded {
                 if id == UNSOLICITED_ID {
                     if let Ok(r) = res {
                         answers.push(Answer::Unsolicited(r));

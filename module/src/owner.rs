@@ -25,7 +25,8 @@
 //! - Snapshots ([`may_commit_snapshot`]) are optional, so they are committed
 //!   only in a slot this primary serves and is not moving.
 //! - `LAKE.GC` ([`gc_slots`]) runs on primaries only and, in a cluster,
-//!   considers only the slots the node serves and is not moving.
+//!   only while the cluster state is `ok` and this node is not flagged
+//!   failing, and considers only the slots the node serves and is not moving.
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -188,10 +189,23 @@ pub fn gc_slots(ctx: &Context) -> Result<Option<SlotSet>, LakeError> {
     if !in_cluster(ctx) {
         return Ok(None);
     }
+    // A primary cut off from the majority still calls itself primary until
+    // it learns otherwise, while a replica elsewhere may already have been
+    // promoted and indexed writes this node never saw: it must not delete.
+    let state = match ctx.call("CLUSTER", &["INFO"]) {
+        Ok(RedisValue::BulkString(s)) | Ok(RedisValue::SimpleString(s)) => s,
+        Ok(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => String::new(),
+    };
+    if !cluster::state_ok(&state) {
+        return Err(LakeError::retry(
+            "LAKE.GC refuses while the cluster state is not ok (this node may be cut off, and another primary may hold references it cannot see); nothing was deleted",
+        ));
+    }
     let me = myself(ctx)?;
-    if !me.primary {
+    if !me.primary || me.failing {
         return Err(LakeError::invalid(
-            "LAKE.GC runs on a primary: a replica's index may lag behind",
+            "LAKE.GC runs on a primary that the cluster agrees is one: a replica's index may lag behind, and a failing primary may have been replaced",
         ));
     }
     Ok(Some(me.stable()))

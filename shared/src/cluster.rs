@@ -135,6 +135,8 @@ impl SlotSet {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Myself {
     pub primary: bool,
+    /// Flagged `fail` or `fail?` in its own view.
+    pub failing: bool,
     /// Slots assigned to this node (including ones it is migrating away).
     pub owned: SlotSet,
     /// Owned slots this node is moving to another (`[slot->-node]`).
@@ -155,6 +157,7 @@ impl Myself {
         let flags = fields.get(2)?;
         let mut me = Myself {
             primary: flags.split(',').any(|f| f == "master"),
+            failing: flags.split(',').any(|f| f == "fail" || f == "fail?"),
             ..Myself::default()
         };
         for item in fields.iter().skip(8) {
@@ -196,6 +199,11 @@ impl Myself {
     }
 }
 
+/// Whether a `CLUSTER INFO` reply says `cluster_state:ok`.
+pub fn state_ok(info: &str) -> bool {
+    info.lines().any(|l| l.trim_end() == "cluster_state:ok")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +241,18 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-10 12 20-21 [12->-6
         let replica = NODES.replace("myself,master", "myself,slave");
         assert!(Myself::parse(&replica).unwrap().stable().is_empty());
         assert!(Myself::parse("garbage").is_none());
+        assert!(!me.failing);
+        let failing = NODES.replace("myself,master", "myself,master,fail?");
+        assert!(Myself::parse(&failing).unwrap().failing);
+    }
+
+    #[test]
+    fn cluster_state() {
+        assert!(state_ok(
+            "cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\n"
+        ));
+        assert!(!state_ok("cluster_state:fail\r\n"));
+        assert!(!state_ok(""));
     }
 
     #[test]

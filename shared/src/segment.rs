@@ -64,6 +64,15 @@ pub struct Locator {
 }
 
 impl Locator {
+    /// The same record in segment `id` (the bytes of a segment do not name
+    /// its id, so a segment stored under another id moves its records).
+    pub fn in_segment(self, id: u64) -> Locator {
+        Locator {
+            segment: id & ID_MASK,
+            ..self
+        }
+    }
+
     /// The uuid text naming this record.
     pub fn to_uuid(&self) -> String {
         let id = self.segment & ID_MASK;

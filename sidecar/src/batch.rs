@@ -19,12 +19,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lake_shared::segment::Builder;
+use lake_shared::segment::{self, Builder};
 use lake_shared::LakeError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// How segments are formed.
 #[derive(Debug, Clone)]
@@ -125,7 +125,8 @@ async fn drive(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut builder = Builder::new(segment_id());
+        let first_id = segment_id();
+        let mut builder = Builder::new(first_id);
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(p) = next.take() {
@@ -134,7 +135,7 @@ async fn drive(
                 break;
             }
             match builder.push(&p.catalog, &p.record) {
-                Some(loc) => batch.push((p.done, loc.to_uuid())),
+                Some(loc) => batch.push((p.done, loc)),
                 None => {
                     let _ = p.done.send(Err(LakeError::internal(format!(
                         "a record of {} bytes does not fit in a segment",
@@ -150,19 +151,32 @@ async fn drive(
         let store = store.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let key = builder.key();
             let n = batch.len() as u64;
+            let body = builder.finish();
+            // A segment id already taken (60 random bits: rare, never
+            // impossible across a cluster's lifetime) leaves that segment
+            // as it was: the same bytes go under a fresh id, and every
+            // record's uuid names the new segment.
+            let mut id = first_id;
+            let fresh = || {
+                let key = segment::segment_key(id);
+                id = segment_id();
+                key
+            };
             Metrics::inc(&metrics.store_puts_total);
-            let res = store.put(&key, builder.finish()).await;
+            let res = store::create(&*store, fresh, body).await;
             drop(slot);
-            match res {
-                Ok(()) => {
+            match res.and_then(|key| {
+                segment::parse_segment_key(&key)
+                    .ok_or_else(|| LakeError::internal(format!("bad segment key '{key}'")))
+            }) {
+                Ok(stored) => {
                     Metrics::inc(&metrics.segments_total);
                     metrics
                         .segment_records_total
                         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    for (done, uuid) in batch {
-                        let _ = done.send(Ok(uuid));
+                    for (done, loc) in batch {
+                        let _ = done.send(Ok(loc.in_segment(stored).to_uuid()));
                     }
                 }
                 Err(e) => {
@@ -288,5 +302,69 @@ mod tests {
         std::fs::write(root.join(segment::FOLDER), b"a file, not a folder").unwrap();
         let err = b.put("c", b"1".to_vec()).await.unwrap_err();
         assert_eq!(err.kind, lake_shared::ErrorKind::Unavailable, "{err:?}");
+    }
+
+    /// A store on which the first object created under any key already
+    /// exists (as when another sidecar drew the same 60-bit segment id):
+    /// the colliding key gets the bytes "theirs" beforehand.
+    struct Collides {
+        inner: Arc<dyn Store>,
+        hit: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Collides {
+        async fn put(&self, key: &str, body: Vec<u8>) -> Result<store::Created, LakeError> {
+            let first = self.hit.lock().unwrap().is_empty();
+            if first {
+                self.hit.lock().unwrap().push(key.to_string());
+                self.inner.put(key, b"theirs".to_vec()).await?;
+            }
+            self.inner.put(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<Vec<u8>, LakeError> {
+            self.inner.get(key).await
+        }
+        async fn list(&self) -> Result<Vec<crate::store::ObjectInfo>, LakeError> {
+            self.inner.list().await
+        }
+        async fn delete(&self, key: &str) -> Result<(), LakeError> {
+            self.inner.delete(key).await
+        }
+        async fn health(&self) -> Result<(), LakeError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "collides".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_segment_id_taken_already_moves_the_batch_to_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> =
+            Arc::new(FileStore::open(dir.path().to_str().unwrap()).unwrap());
+        let store = Arc::new(Collides {
+            inner: inner.clone(),
+            hit: std::sync::Mutex::new(Vec::new()),
+        });
+        let b = Batcher::start(
+            store.clone(),
+            Settings::default(),
+            Arc::new(Metrics::default()),
+        );
+        let uuid = b.put("c", b"[1]".to_vec()).await.unwrap();
+        let taken = store.hit.lock().unwrap()[0].clone();
+        // The other writer's segment is untouched ...
+        assert_eq!(inner.get(&taken).await.unwrap(), b"theirs");
+        // ... and the record names the segment it really is in.
+        let loc = Locator::from_uuid(&uuid).unwrap().unwrap();
+        assert_ne!(loc.key(), taken);
+        let bytes = inner
+            .get_range(&loc.key(), u64::from(loc.offset), u64::from(loc.len))
+            .await
+            .unwrap();
+        assert_eq!(bytes, b"[1]");
+        assert_eq!(inner.list().await.unwrap().len(), 2);
     }
 }

@@ -43,7 +43,12 @@ pub async fn run(store: &dyn Store) -> Vec<Step> {
     let put = store.put(&key, body.clone()).await;
     if !step(
         "put",
-        put.map(|()| format!("{key} ({} bytes, {:?})", body.len(), t.elapsed())),
+        put.and_then(|c| match c {
+            crate::store::Created::New => Ok(format!("{key} ({} bytes, {:?})", body.len(), t.elapsed())),
+            crate::store::Created::Exists => Err(LakeError::internal(format!(
+                "'{key}' already existed: the store refused to overwrite it (as it should), but a fresh name should not exist"
+            ))),
+        }),
     ) {
         return steps;
     }

@@ -34,7 +34,7 @@ use crate::cache::DocCache;
 use crate::merge::{Delta as FoldDelta, Engine, Fold};
 use crate::metrics::Metrics;
 use crate::native;
-use crate::store::{ObjectInfo, Store};
+use crate::store::{self, ObjectInfo, Store};
 
 /// How many object reads one merge keeps in flight.
 const FETCH_CONCURRENCY: usize = 32;
@@ -146,9 +146,20 @@ impl Service {
         let res = match &self.batcher {
             Some(b) if b.accepts(body.len()) => b.put(&p.catalog, body).await,
             _ => {
-                let key = catalog::delta_object(&p.catalog, &p.uuid);
+                // The module's uuid first; on a collision (an object already
+                // there) a fresh one, which the answer carries back.
                 Metrics::inc(&self.metrics.store_puts_total);
-                self.store.put(&key, body).await.map(|()| p.uuid)
+                let mut uuid = p.uuid;
+                let mut first = true;
+                let fresh = || {
+                    if !std::mem::take(&mut first) {
+                        uuid = uuid::Uuid::new_v4().to_string();
+                    }
+                    catalog::delta_object(&p.catalog, &uuid)
+                };
+                store::create(&*self.store, fresh, body)
+                    .await
+                    .map(|key| stem_of(&key))
             }
         };
         match &res {
@@ -412,13 +423,16 @@ impl Service {
         covers: i64,
         doc: Arc<str>,
     ) -> Result<SnapRef, LakeError> {
-        let uuid = uuid::Uuid::new_v4().to_string();
-        let key = catalog::snapshot_object(cat, &uuid);
         let raw_doc = raw(doc.to_string())?;
         let body = envelope::Snapshot::encode(cat, covers, &raw_doc);
         Metrics::inc(&self.metrics.store_puts_total);
-        match self.store.put(&key, body).await {
-            Ok(()) => {
+        let mut uuid = String::new();
+        let fresh = || {
+            uuid = uuid::Uuid::new_v4().to_string();
+            catalog::snapshot_object(cat, &uuid)
+        };
+        match store::create(&*self.store, fresh, body).await {
+            Ok(_) => {
                 Metrics::inc(&self.metrics.snapshots_total);
                 self.cache.store(cat, Some(&uuid), Vec::new(), doc);
                 Ok(SnapRef { uuid, covers })
@@ -648,4 +662,10 @@ fn named(cat: &str, what: &str, e: LakeError) -> LakeError {
 fn raw(text: String) -> Result<Box<RawValue>, LakeError> {
     RawValue::from_string(text)
         .map_err(|e| LakeError::internal(format!("merge produced invalid JSON: {e}")))
+}
+
+/// The uuid of a delta object key (`<catalog>/<uuid>.json`).
+fn stem_of(key: &str) -> String {
+    let name = key.rsplit_once('/').map_or(key, |(_, n)| n);
+    name.strip_suffix(".json").unwrap_or(name).to_string()
 }

@@ -506,6 +506,11 @@ impl Lake {
         self.redis.as_ref().expect("redis running").id()
     }
 
+    /// The runtime the test's own S3 calls run on.
+    pub fn rt(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
     /// The S3 server's port (`s3://` stores only).
     pub fn s3_port(&self) -> u16 {
         self.s3_port

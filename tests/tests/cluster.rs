@@ -253,6 +253,50 @@ fn gc_on_every_primary_deletes_only_its_own_orphans() {
 }
 
 #[test]
+fn gc_refuses_on_a_node_whose_cluster_state_is_fail() {
+    // A primary cut off from the cluster may still call itself primary
+    // while another was promoted in its place: its index is not the whole
+    // truth, so it must not delete. Here a primary with no replica dies,
+    // its slots go uncovered, and every node's state turns `fail`.
+    let mut cluster = Cluster::start_with(3, 0, 500, false, &["--layout", "objects"]);
+    let mut cc = cluster.cluster_con();
+    for i in 0..30 {
+        write(&mut cc, &format!("gf/{i}"), "a", "1").expect("write");
+    }
+    for i in 0..30 {
+        let _: i64 = redis::cmd("LAKE.DROP")
+            .arg(format!("gf/{i}"))
+            .query(&mut cc)
+            .unwrap();
+    }
+    drop(cc);
+    let before = cluster.objects();
+    assert_eq!(before.len(), 30);
+    cluster.kill(2);
+    let mut con = cluster.con(0);
+    wait_for("cluster_state:fail", Duration::from_secs(30), || {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut con)
+            .unwrap_or_default();
+        info.contains("cluster_state:fail")
+    });
+    let e = redis::cmd("LAKE.GC")
+        .arg("GRACE")
+        .arg(0)
+        .query::<Vec<i64>>(&mut con)
+        .map_err(err_text)
+        .unwrap_err();
+    assert!(
+        e.starts_with("TRYAGAIN LAKE.GC refuses while the cluster state is not ok"),
+        "{e}"
+    );
+    assert_eq!(cluster.objects(), before, "nothing deleted");
+    cluster.assert_alive(0);
+    cluster.assert_alive(1);
+}
+
+#[test]
 fn manual_failover_under_write_load_loses_nothing() {
     let mut cluster = Cluster::start(3, 1, 5000);
     let cats = Cluster::names_in_slots("fo", 8, 0, 5000);

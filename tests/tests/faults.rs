@@ -101,6 +101,57 @@ fn frozen_sidecar_times_out_clients_and_late_answers_index_nothing() {
     assert_eq!(read(&mut c, "f", &[]).unwrap(), Some(json!({"a":1,"b":2})));
 }
 
+#[test]
+fn frozen_sidecar_bounds_what_redis_queues_and_answers_lakebusy() {
+    // 48 writes of 8 MiB (384 MiB) against a frozen sidecar: the module
+    // queues at most 256 MiB of frames; the rest are refused at once with
+    // LAKEBUSY, the others time out, and Redis's memory stays bounded.
+    let lake = Lake::with(Options {
+        timeout_ms: 3000,
+        module_args: vec!["max-value-bytes".into(), (16 << 20).to_string()],
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "q", "a", "1").unwrap();
+    lake.signal_sidecar("STOP");
+    let value = format!("\"{}\"", "v".repeat(8 << 20));
+    let handles: Vec<_> = (0..48)
+        .map(|_| {
+            let mut c = lake.con();
+            let value = value.clone();
+            std::thread::spawn(move || write(&mut c, "q", "big", &value))
+        })
+        .collect();
+    let errors: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().expect_err("no write can finish"))
+        .collect();
+    let busy = errors.iter().filter(|e| e.starts_with("LAKEBUSY")).count();
+    assert!(busy >= 16, "at least 128 MiB refused: {busy} LAKEBUSY");
+    for e in &errors {
+        assert!(
+            e.starts_with("LAKEBUSY") || e.starts_with("TIMEOUT") || e.starts_with("LAKEDOWN"),
+            "{e}"
+        );
+    }
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    let peak: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory_peak:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    // The queue bound plus Redis's own copies of the blocked arguments.
+    assert!(peak < 1 << 30, "used_memory_peak {peak}");
+    lake.signal_sidecar("CONT");
+    write(&mut c, "q", "b", "2").unwrap();
+    assert_eq!(
+        zrange(&mut c, "catalog:{q}").len(),
+        2,
+        "nothing else indexed"
+    );
+    lake.assert_no_crash();
+}
+
 /// Runs 50 writers against `lake`, applies `fault` once 200 writes are
 /// acknowledged, waits until writes fail, applies `recover`, waits until they
 /// work again, then checks that every acknowledged write is indexed with its

@@ -14,6 +14,11 @@
 //!   are path style.
 //! - `--read-only-access-key`/`--read-only-secret-key`: a second key that
 //!   may read and list but gets `AccessDenied` for every write or delete.
+//! - Create-only writes: a PUT or a multipart completion that sends
+//!   `If-None-Match` (Lake sends `*`) for a key that already exists is
+//!   refused `412 PreconditionFailed`, as S3 does (s3s-fs alone would
+//!   overwrite). Each refusal is logged with `--log-puts` as
+//!   `<key>\texists\t-`.
 //! - `--log-puts <file>`: one line per object upload (PUT or multipart
 //!   start) with its key and the server-side encryption it asked for:
 //!   `<key>\t<sse or ->\t<kms key id or ->`.
@@ -25,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
-use s3s::dto::{CreateMultipartUploadInput, PutObjectInput};
+use s3s::dto::{CompleteMultipartUploadInput, CreateMultipartUploadInput, PutObjectInput};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
@@ -100,6 +105,20 @@ struct Access {
 }
 
 impl Access {
+    /// `412 PreconditionFailed` for a conditional create of a key that
+    /// exists (a plain file under `<root>/<bucket>/<key>`, as s3s-fs keeps
+    /// objects).
+    fn refuse_overwrite(&self, bucket: &str, key: &str, conditional: bool) -> S3Result<()> {
+        if conditional && self.root.join(bucket).join(key).is_file() {
+            self.log(key, Some("exists"), None);
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
+        }
+        Ok(())
+    }
+
     fn log(&self, key: &str, sse: Option<&str>, kms: Option<&str>) {
         let Some(path) = self.log.as_ref().and_then(|l| l.lock().ok()) else {
             return;
@@ -148,12 +167,21 @@ impl S3Access for Access {
 
     async fn put_object(&self, req: &mut S3Request<PutObjectInput>) -> S3Result<()> {
         let i = &req.input;
+        self.refuse_overwrite(&i.bucket, &i.key, i.if_none_match.is_some())?;
         self.log(
             &i.key,
             i.server_side_encryption.as_ref().map(|s| s.as_str()),
             i.ssekms_key_id.as_deref(),
         );
         Ok(())
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: &mut S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<()> {
+        let i = &req.input;
+        self.refuse_overwrite(&i.bucket, &i.key, i.if_none_match.is_some())
     }
 
     async fn create_multipart_upload(

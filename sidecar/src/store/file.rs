@@ -1,9 +1,11 @@
 //! `file:///dir`: one file per object, easy to inspect.
 //!
 //! A put writes a temp file with a name unique to that write, fsyncs it,
-//! renames it over the key (atomic), and fsyncs the directory, so a crash
-//! leaves either the whole object or none, and concurrent writers never share
-//! a temp file. Throughput is capped by the disk's file-creation rate.
+//! hard-links it to the key (atomic, and only where no object has the name
+//! yet: a put never overwrites), unlinks the temp name and fsyncs the
+//! directory, so a crash leaves either the whole object or none (at most a
+//! temp file, which GC removes), and concurrent writers never share a temp
+//! file. Throughput is capped by the disk's file-creation rate.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use lake_shared::LakeError;
 
-use super::{check_key, Store};
+use super::{check_key, Created, Store};
 
 pub struct FileStore {
     root: PathBuf,
@@ -57,7 +59,7 @@ fn create_folders(root: &Path, key: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_durably(root: &Path, key: &str, path: &Path, body: &[u8]) -> std::io::Result<()> {
+fn write_durably(root: &Path, key: &str, path: &Path, body: &[u8]) -> std::io::Result<Created> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("object key has no folder"))?;
@@ -67,8 +69,16 @@ fn write_durably(root: &Path, key: &str, path: &Path, body: &[u8]) -> std::io::R
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(body)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        // A hard link creates the name only if it is free (a rename would
+        // replace an object already there).
+        let created = match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Created::New,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Created::Exists,
+            Err(e) => return Err(e),
+        };
+        std::fs::remove_file(&tmp)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(created)
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -78,7 +88,7 @@ fn write_durably(root: &Path, key: &str, path: &Path, body: &[u8]) -> std::io::R
 
 #[async_trait]
 impl Store for FileStore {
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<Created, LakeError> {
         let path = self.path(key)?;
         let key = key.to_string();
         let root = self.root.clone();
@@ -157,6 +167,27 @@ impl Store for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn put_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::open(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(
+            s.put("a/x.json", b"first".to_vec()).await.unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            s.put("a/x.json", b"second".to_vec()).await.unwrap(),
+            Created::Exists
+        );
+        assert_eq!(s.get("a/x.json").await.unwrap(), b"first");
+        // No temp file is left behind either way.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["x.json"]);
+    }
 
     #[tokio::test]
     async fn put_get_round_trip_and_missing_is_data_error() {

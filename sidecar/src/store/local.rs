@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use lake_shared::LakeError;
 
-use super::{check_key, ObjectInfo, Store};
+use super::{check_key, Created, ObjectInfo, Store};
 
 const MAGIC: u32 = 0x4c41_4b45; // "LAKE"
 const HEADER: usize = 4 + 4 + 1 + 2 + 4 + 8;
@@ -110,7 +110,7 @@ pub enum Crash {
     BeforeUnlink,
 }
 
-type Done = tokio::sync::oneshot::Sender<Result<(), LakeError>>;
+type Done = tokio::sync::oneshot::Sender<Result<Created, LakeError>>;
 
 pub struct LocalStore {
     root: PathBuf,
@@ -218,7 +218,7 @@ impl LocalStore {
     /// Rewrites one segment worth it, if any, now (the writer also does it
     /// by itself every [`RECLAIM_EVERY`]).
     pub async fn reclaim_now(&self) -> Result<(), LakeError> {
-        self.submit(Op::Reclaim(None)).await
+        self.submit(Op::Reclaim(None)).await.map(drop)
     }
 
     /// Bytes of the segment files, for tests and inspection.
@@ -238,7 +238,7 @@ impl LocalStore {
         let _ = self.submit(Op::Reclaim(Some(crash))).await;
     }
 
-    async fn submit(&self, op: Op) -> Result<(), LakeError> {
+    async fn submit(&self, op: Op) -> Result<Created, LakeError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue
             .send((op, tx))
@@ -429,7 +429,7 @@ impl Writer {
             }
             let first = match rx.recv_timeout(RECLAIM_EVERY) {
                 Ok((Op::Reclaim(crash), done)) => {
-                    let res = self.reclaim(crash).map(drop).map_err(|e| {
+                    let res = self.reclaim(crash).map(|_| Created::New).map_err(|e| {
                         LakeError::unavailable(format!("local store: rewrite failed: {e}"))
                     });
                     let _ = done.send(res);
@@ -457,6 +457,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let batch = self.refuse_existing(batch);
+            if batch.is_empty() {
+                continue;
+            }
             let modified_ms = now_ms();
             buf.clear();
             for (op, _) in &batch {
@@ -476,7 +480,7 @@ impl Writer {
                 Ok(start) => {
                     self.publish(&batch, start, modified_ms);
                     for (_, done) in batch {
-                        let _ = done.send(Ok(()));
+                        let _ = done.send(Ok(Created::New));
                     }
                 }
                 Err(e) => {
@@ -529,6 +533,37 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Answers [`Created::Exists`] for every put whose key is live already
+    /// (or taken by an earlier put of the same batch) and keeps the rest:
+    /// a put never replaces an object.
+    fn refuse_existing(&self, batch: Vec<(Op, Done)>) -> Vec<(Op, Done)> {
+        let Ok(index) = self.index.read() else {
+            return batch;
+        };
+        let mut taken = std::collections::HashSet::new();
+        let mut deleted = std::collections::HashSet::new();
+        let mut keep = Vec::with_capacity(batch.len());
+        for (op, done) in batch {
+            match &op {
+                Op::Put(k, _) => {
+                    let live = index.objects.contains_key(k) && !deleted.contains(k);
+                    if live || taken.contains(k) {
+                        let _ = done.send(Ok(Created::Exists));
+                        continue;
+                    }
+                    taken.insert(k.clone());
+                }
+                Op::Delete(k) => {
+                    taken.remove(k);
+                    deleted.insert(k.clone());
+                }
+                Op::Reclaim(_) => {}
+            }
+            keep.push((op, done));
+        }
+        keep
     }
 
     /// Makes a durable batch visible to readers.
@@ -693,7 +728,7 @@ fn check_local_key(key: &str) -> Result<(), LakeError> {
 
 #[async_trait]
 impl Store for LocalStore {
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<Created, LakeError> {
         check_local_key(key)?;
         if body.len() > MAX_BODY {
             return Err(LakeError::invalid(format!(
@@ -763,7 +798,7 @@ impl Store for LocalStore {
         if !present {
             return Ok(());
         }
-        self.submit(Op::Delete(key.to_string())).await
+        self.submit(Op::Delete(key.to_string())).await.map(drop)
     }
 
     async fn health(&self) -> Result<(), LakeError> {
@@ -803,6 +838,37 @@ mod tests {
 
     fn open(dir: &Path) -> LocalStore {
         LocalStore::open(dir.to_str().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn put_never_overwrites_even_within_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(open(dir.path()));
+        assert_eq!(
+            s.put("a/x.json", b"first".to_vec()).await.unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            s.put("a/x.json", b"second".to_vec()).await.unwrap(),
+            Created::Exists
+        );
+        assert_eq!(s.get("a/x.json").await.unwrap(), b"first");
+        // Many puts of one new key at once: exactly one is created.
+        let puts = (0..20u8).map(|i| {
+            let s = s.clone();
+            async move { s.put("a/y.json", vec![i]).await.unwrap() }
+        });
+        let created = futures::future::join_all(puts).await;
+        assert_eq!(created.iter().filter(|c| **c == Created::New).count(), 1);
+        // Deleted, the name is free again (and the old bytes stay gone).
+        s.delete("a/x.json").await.unwrap();
+        assert_eq!(
+            s.put("a/x.json", b"third".to_vec()).await.unwrap(),
+            Created::New
+        );
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.get("a/x.json").await.unwrap(), b"third");
     }
 
     #[tokio::test]

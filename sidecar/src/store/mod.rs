@@ -6,6 +6,12 @@
 //! Invariants every implementation keeps:
 //! - `put` returns only once the object is durable; a failed `put` leaves at
 //!   most an orphan, never a partial object under the key.
+//! - `put` creates, never overwrites: where an object already exists under
+//!   the key it is left as it was and `put` answers [`Created::Exists`]
+//!   (S3 `If-None-Match: *`, Aliyun OSS `x-oss-forbid-overwrite: true`, a
+//!   hard link on `file://`, the index on `local://`). Callers name objects
+//!   with random ids and retry a collision under a new one ([`create`]), so
+//!   no write can destroy another's bytes.
 //! - `get` of a missing key is a `Data` error naming the key, never empty
 //!   bytes; `get_range` answers exactly the bytes asked for or a `Data` error
 //!   (a range that ends past the object is damage, not a short read).
@@ -19,10 +25,47 @@ pub mod s3;
 use async_trait::async_trait;
 use lake_shared::LakeError;
 
+/// What a create-only [`Store::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The object is stored, durably.
+    New,
+    /// An object already existed under the key; nothing was written.
+    Exists,
+}
+
+/// Attempts [`create`] makes before giving up (a collision of random
+/// 60-bit or 122-bit names twice in a row means something else is wrong).
+pub const CREATE_TRIES: usize = 4;
+
+/// Stores `body` as a new object: `name()` makes a fresh key for each
+/// attempt; a collision retries under another. Returns the key used.
+pub async fn create(
+    store: &dyn Store,
+    mut name: impl FnMut() -> String,
+    body: Vec<u8>,
+) -> Result<String, LakeError> {
+    let mut last = String::new();
+    for _ in 0..CREATE_TRIES {
+        let key = name();
+        // A copy per attempt: the store takes the body, and a collision
+        // needs it again (one memcpy, small beside the upload).
+        match store.put(&key, body.clone()).await? {
+            Created::New => return Ok(key),
+            Created::Exists => last = key,
+        }
+    }
+    Err(LakeError::internal(format!(
+        "{CREATE_TRIES} fresh object names in a row already existed in {} (last '{last}'); nothing was overwritten",
+        store.describe()
+    )))
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores `body` under `key`, durably.
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError>;
+    /// Creates `key` with `body`, durably; never replaces an object already
+    /// there ([`Created::Exists`]).
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<Created, LakeError>;
     /// Reads the object under `key`.
     async fn get(&self, key: &str) -> Result<Vec<u8>, LakeError>;
     /// Reads `len` bytes of the object under `key` from `offset`. Stores

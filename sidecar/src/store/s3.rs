@@ -34,7 +34,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncry
 use lake_shared::LakeError;
 use tokio::sync::Semaphore;
 
-use super::{check_key, Store};
+use super::{check_key, Created, Store};
 
 /// Which kind of server the settings target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +348,7 @@ impl S3Store {
         })
     }
 
-    async fn put_multipart(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+    async fn put_multipart(&self, key: &str, body: Vec<u8>) -> Result<Created, String> {
         let s = &self.settings;
         let created = self
             .client
@@ -384,23 +384,27 @@ impl S3Store {
                         .build(),
                 );
             }
+            let oss = s.provider == Provider::Oss;
             self.client
                 .complete_multipart_upload()
                 .bucket(&s.bucket)
                 .key(key)
                 .upload_id(&upload_id)
+                .if_none_match("*")
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))
                         .build(),
                 )
+                .customize()
+                .mutate_request(move |r| forbid_overwrite(r, oss))
                 .send()
                 .await
-                .map_err(reason)?;
-            Ok::<(), String>(())
+                .map(|_| Created::New)
+                .or_else(created_or_reason)
         }
         .await;
-        if res.is_err() {
+        if res != Ok(Created::New) {
             let _ = self
                 .client
                 .abort_multipart_upload()
@@ -460,6 +464,34 @@ impl S3Store {
     }
 }
 
+/// Aliyun OSS's own create-only switch (`x-oss-forbid-overwrite`), sent
+/// beside `If-None-Match: *` on OSS, whose S3 API documents the header.
+fn forbid_overwrite(r: &mut aws_sdk_s3::config::http::HttpRequest, oss: bool) {
+    if oss {
+        r.headers_mut().insert("x-oss-forbid-overwrite", "true");
+    }
+}
+
+/// A conditional create refused because the key exists is
+/// [`Created::Exists`]: S3 answers `412 PreconditionFailed` (or `409
+/// ConditionalRequestConflict` while another conditional write of the key
+/// is in progress), OSS `409 FileAlreadyExists`. Anything else is a failure.
+fn created_or_reason<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Result<Created, String> {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.code().unwrap_or_default();
+    if status == Some(412)
+        || matches!(
+            code,
+            "PreconditionFailed" | "ConditionalRequestConflict" | "FileAlreadyExists"
+        )
+    {
+        return Ok(Created::Exists);
+    }
+    Err(reason(e))
+}
+
 /// The most useful one-line reason of an SDK error: the service's code and
 /// message when there is one, else the whole error chain.
 fn reason<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
@@ -473,24 +505,28 @@ fn reason<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::De
 
 #[async_trait]
 impl Store for S3Store {
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), LakeError> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<Created, LakeError> {
         let full = self.full_key(key)?;
         let _permit = self.permit().await?;
         let res = if body.len() > self.settings.multipart_threshold {
             self.put_multipart(&full, body).await
         } else {
+            let oss = self.settings.provider == Provider::Oss;
             self.client
                 .put_object()
                 .bucket(&self.settings.bucket)
                 .key(&full)
                 .content_type("application/json")
+                .if_none_match("*")
                 .set_server_side_encryption(self.sse_mode())
                 .set_ssekms_key_id(self.sse_key())
                 .body(ByteStream::from(body))
+                .customize()
+                .mutate_request(move |r| forbid_overwrite(r, oss))
                 .send()
                 .await
-                .map(|_| ())
-                .map_err(reason)
+                .map(|_| Created::New)
+                .or_else(created_or_reason)
         };
         res.map_err(|why| {
             LakeError::unavailable(format!(
