@@ -41,3 +41,28 @@ pub const MAX_DOC_DEPTH: usize = 128;
 pub const MAX_READ_DEPTH: usize = 1024;
 /// Default largest JSON value accepted by `LAKE.WRITE`, in bytes.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The shortest grace `LAKE.GC` accepts, in whole seconds: an object is
+/// stored before its index entry, and the entry is written at most
+/// `timeout` after the request began (a commit parked by a pause is
+/// answered `TRYAGAIN` by then, never indexed later); twice that, rounded
+/// up, plus one second because stores report last-modified times in whole
+/// seconds (truncated), so an object may look up to a second older than it
+/// is.
+pub fn gc_grace_floor_secs(timeout: std::time::Duration) -> u64 {
+    (timeout.as_millis() * 2).div_ceil(1000) as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn gc_grace_floor_rounds_up_and_covers_the_clock_resolution() {
+        let floor = |ms| super::gc_grace_floor_secs(Duration::from_millis(ms));
+        assert_eq!(floor(1500), 4, "3 s, not 2");
+        assert_eq!(floor(5000), 11);
+        assert_eq!(floor(1), 2);
+        assert_eq!(floor(999), 3);
+    }
+}

@@ -333,11 +333,41 @@ impl Service {
     /// a node's index says nothing about another shard's catalogs. A failed
     /// delete stops the pass with an error.
     ///
+    /// Ages are measured on the store's clock, not the sidecar's: a probe
+    /// object written just before the listing carries the store's "now" in
+    /// its own last-modified time (same clock and same resolution as every
+    /// object it is compared with), so a sidecar whose clock runs ahead
+    /// cannot age young objects into deletion.
+    ///
     /// A segment goes only as a whole: when no record of it is referenced,
     /// and, in a cluster, when its trailer says every record belongs to a
     /// catalog this node serves (a record of another shard's catalog, or one
     /// whose slot is moving, counts as referenced). A segment whose trailer
     /// cannot be read is kept.
+    /// Lists the store, and tells the store's time as of just before the
+    /// listing (see [`Service::gc`]).
+    async fn list_with_store_time(
+        &self,
+    ) -> Result<(Vec<ObjectInfo>, std::time::SystemTime), LakeError> {
+        let probe = format!("{GC_PROBE_FOLDER}/{}", uuid::Uuid::new_v4());
+        self.store.put(&probe, b"lake gc clock probe".to_vec()).await?;
+        let listed = self.store.list().await;
+        let _ = self.store.delete(&probe).await;
+        let mut listed = listed?;
+        let now = listed
+            .iter()
+            .find(|o| o.key == probe)
+            .map(|o| o.modified)
+            .ok_or_else(|| {
+                LakeError::unavailable(format!(
+                    "{} did not list the object just written ({probe}); garbage collection needs a listing that shows every object",
+                    self.store.describe()
+                ))
+            })?;
+        listed.retain(|o| !o.key.starts_with(GC_PROBE_FOLDER));
+        Ok((listed, now))
+    }
+
     pub async fn gc(&self, g: Gc) -> Result<GcReport, LakeError> {
         let mut live_segments = HashSet::new();
         for key in &g.referenced {
@@ -350,10 +380,10 @@ impl Service {
         }
         let referenced: HashSet<String> = g.referenced.into_iter().collect();
         let served = g.slots.as_deref().map(SlotSet::from_ranges);
-        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(g.grace_secs);
+        let (listed, store_now) = self.list_with_store_time().await?;
+        let cutoff = store_now - std::time::Duration::from_secs(g.grace_secs);
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
-        let listed = self.store.list().await?;
         if let Ok(mut t) = self.trailers.lock() {
             let present: HashSet<u64> = listed
                 .iter()
@@ -663,6 +693,10 @@ fn raw(text: String) -> Result<Box<RawValue>, LakeError> {
     RawValue::from_string(text)
         .map_err(|e| LakeError::internal(format!("merge produced invalid JSON: {e}")))
 }
+
+/// Where GC's clock probes live (a folder no catalog can name: it starts
+/// with `.`); a probe is deleted right after the listing that reads it.
+const GC_PROBE_FOLDER: &str = ".lake-gc";
 
 /// The uuid of a delta object key (`<catalog>/<uuid>.json`).
 fn stem_of(key: &str) -> String {

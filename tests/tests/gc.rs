@@ -90,3 +90,35 @@ fn gc_on_file_store() {
 fn gc_on_s3_store() {
     gc_removes_only_old_orphans(StoreKind::S3);
 }
+
+#[test]
+fn the_grace_floor_rounds_up_and_allows_for_whole_second_times() {
+    // timeout-ms 1500: a write may be indexed up to 1.5 s after its object
+    // was stored, twice that is 3 s, and stores give last-modified times in
+    // whole seconds: the floor is 4 s. (It was 2 s: 1500 ms truncated to
+    // 1 s, doubled, which let GC delete an object 2.5 s old whose index
+    // entry could still be on its way.)
+    let lake = Lake::with(Options {
+        store: StoreKind::S3,
+        timeout_ms: 1500,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    let key = format!("stray/{STRAY}.json");
+    lake.put_object(&key, b"{}");
+    let stored = std::time::Instant::now();
+    wait_for("the orphan to be 2.5 s old", Duration::from_secs(10), || {
+        stored.elapsed() >= Duration::from_millis(2500)
+    });
+    let r = gc(&mut c, &["GRACE", "0"]);
+    assert_eq!((r[2], r[4]), (1, 0), "young, kept: {r:?}");
+    assert!(lake.objects().contains(&key));
+    // Past the floor, it goes.
+    wait_for("the orphan to be collected", Duration::from_secs(20), || {
+        gc(&mut c, &["GRACE", "0"])[4] == 1
+    });
+    assert!(!lake.objects().contains(&key));
+    // The clock probe GC writes to read the store's time is never left
+    // behind.
+    assert!(lake.objects().iter().all(|o| !o.starts_with(".lake-gc")), "{:?}", lake.objects());
+}

@@ -15,6 +15,9 @@ use crate::{config, state, zset};
 /// references and that are older than the grace period, and replies
 /// `[scanned, referenced, young, orphans, deleted]`.
 ///
+/// The grace floor is [`lake_shared::gc_grace_floor_secs`]; ages are measured on the
+/// store's clock (the sidecar's GC).
+///
 /// The referenced set is read from every `catalog:{*}` key in this command
 /// execution (a SCAN on the main thread: an admin command whose cost grows
 /// with the index). The grace period is never below twice `timeout-ms`, so a
@@ -49,8 +52,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
             }
         }
     }
-    let floor = (config::timeout().as_secs() * 2).max(1);
-    let grace = grace.max(floor);
+    let grace = grace.max(lake_shared::gc_grace_floor_secs(config::timeout()));
     check_can_block(ctx, "LAKE.GC")?;
     let client = state::client()?;
     client.check_room()?;
@@ -142,3 +144,4 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     );
     Ok(RedisValue::NoReply)
 }
+
