@@ -350,7 +350,9 @@ impl Service {
         &self,
     ) -> Result<(Vec<ObjectInfo>, std::time::SystemTime), LakeError> {
         let probe = format!("{GC_PROBE_FOLDER}/{}", uuid::Uuid::new_v4());
-        self.store.put(&probe, b"lake gc clock probe".to_vec()).await?;
+        self.store
+            .put(&probe, b"lake gc clock probe".to_vec())
+            .await?;
         let listed = self.store.list().await;
         let _ = self.store.delete(&probe).await;
         let mut listed = listed?;

@@ -107,18 +107,26 @@ fn the_grace_floor_rounds_up_and_allows_for_whole_second_times() {
     let key = format!("stray/{STRAY}.json");
     lake.put_object(&key, b"{}");
     let stored = std::time::Instant::now();
-    wait_for("the orphan to be 2.5 s old", Duration::from_secs(10), || {
-        stored.elapsed() >= Duration::from_millis(2500)
-    });
+    wait_for(
+        "the orphan to be 2.5 s old",
+        Duration::from_secs(10),
+        || stored.elapsed() >= Duration::from_millis(2500),
+    );
     let r = gc(&mut c, &["GRACE", "0"]);
     assert_eq!((r[2], r[4]), (1, 0), "young, kept: {r:?}");
     assert!(lake.objects().contains(&key));
     // Past the floor, it goes.
-    wait_for("the orphan to be collected", Duration::from_secs(20), || {
-        gc(&mut c, &["GRACE", "0"])[4] == 1
-    });
+    wait_for(
+        "the orphan to be collected",
+        Duration::from_secs(20),
+        || gc(&mut c, &["GRACE", "0"])[4] == 1,
+    );
     assert!(!lake.objects().contains(&key));
     // The clock probe GC writes to read the store's time is never left
     // behind.
-    assert!(lake.objects().iter().all(|o| !o.starts_with(".lake-gc")), "{:?}", lake.objects());
+    assert!(
+        lake.objects().iter().all(|o| !o.starts_with(".lake-gc")),
+        "{:?}",
+        lake.objects()
+    );
 }

@@ -402,3 +402,67 @@ fn other_databases_are_refused_clearly() {
     write(&mut c, "db", "a", "1").unwrap();
     assert_eq!(read(&mut c, "db", &[]).unwrap(), Some(json!({"a":1})));
 }
+
+#[test]
+fn remove_in_a_long_history_is_bounded_and_exact_with_field() {
+    // REMOVE used to scan the whole index on Redis's main thread. Now it
+    // looks through at most 10,000 entries; past that it asks for the
+    // field, with which the removal is one lookup.
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let mut pipe = redis::pipe();
+    for i in 0..15_000u64 {
+        let uuid = format!("00000000-0000-4000-8000-{i:012x}");
+        pipe.cmd("ZADD")
+            .arg("catalog:{long}")
+            .arg(1_000_000 + i)
+            .arg(format!("f{}:{uuid}", i % 7))
+            .ignore();
+    }
+    pipe.query::<()>(&mut c).expect("fill the index");
+    // A uuid the index does not hold: the old full scan answered 0 after
+    // 15,000 entries; now the scan stops at the bound and says what to do.
+    let t = Instant::now();
+    let e = redis::cmd("LAKE.REMOVE")
+        .arg("long")
+        .arg("0f8fad5b-d9cb-469f-a165-70867728950e")
+        .query::<i64>(&mut c)
+        .map_err(err_text)
+        .expect_err("bounded");
+    let scan_took = t.elapsed();
+    assert!(
+        e.starts_with("ERR the uuid is not among the first 10000 entries")
+            && e.contains("LAKE.REMOVE <catalog> <uuid> FIELD <field>"),
+        "{e}"
+    );
+    let target = format!("00000000-0000-4000-8000-{:012x}", 14_999u64);
+    let removed: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("long")
+        .arg(&target)
+        .arg("FIELD")
+        .arg(format!("f{}", 14_999 % 7))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(removed, 1);
+    let card: i64 = redis::cmd("ZCARD")
+        .arg("catalog:{long}")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(card, 14_999);
+    let fence: i64 = redis::cmd("GET")
+        .arg("catalog:{long}:fence")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(fence, 1);
+    // A wrong field finds nothing and changes nothing.
+    let none: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("long")
+        .arg(format!("00000000-0000-4000-8000-{:012x}", 5u64))
+        .arg("FIELD")
+        .arg("nope")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(none, 0);
+    println!("bounded REMOVE scan of a 15,000-entry index took {scan_took:?}");
+    lake.assert_no_crash();
+}

@@ -144,4 +144,3 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     );
     Ok(RedisValue::NoReply)
 }
-
