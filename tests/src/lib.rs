@@ -206,7 +206,8 @@ pub struct Options {
     pub sidecar_args: Vec<String>,
     /// Extra arguments of `lake-s3-test-server`.
     pub s3_server_args: Vec<String>,
-    /// The module to load (default: the release `liblake.so`).
+    /// The module to load (default: `LAKE_TEST_MODULE` if set, for A/B runs
+    /// against another build, else the release `liblake.so`).
     pub module: Option<PathBuf>,
 }
 
@@ -439,6 +440,7 @@ impl Lake {
                 self.opts
                     .module
                     .clone()
+                    .or_else(|| std::env::var_os("LAKE_TEST_MODULE").map(PathBuf::from))
                     .unwrap_or_else(|| binary("liblake.so")),
             )
             .arg("socket")
