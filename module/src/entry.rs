@@ -1,6 +1,7 @@
 //! Every function Redis calls into: the `LAKE.*` command handlers, the
 //! blocked-client reply and free callbacks, the before-sleep hook and its
-//! wake-up, the compaction timer and the `INFO lake` callback. Each runs
+//! wake-up, the compaction and `LAKE.GC` timers and the `INFO lake`
+//! callback. Each runs
 //! behind [`guard`].
 //!
 //! Why one place: since Rust 1.81 a panic that unwinds out of an
@@ -229,6 +230,14 @@ pub extern "C" fn compaction_timer(ctx: *mut raw::RedisModuleCtx, _: *mut c_void
     let context = Context::new(ctx);
     guard("timer", || (), || compactor::tick(&context));
     guard("timer-arm", || (), || compactor::start(&context));
+}
+
+/// A `LAKE.GC` walk's step timer; a panic ends the walk with an error.
+pub extern "C" fn gc_timer(ctx: *mut raw::RedisModuleCtx, _: *mut c_void) {
+    let context = Context::new(ctx);
+    guard("gc-timer", commands::gc::abort, || {
+        commands::gc::step(&context)
+    });
 }
 
 /// `INFO lake`.

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use crate::LakeError;
 
 /// Protocol version carried in every frame and in the handshake.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Magic string of the handshake.
 pub const MAGIC: &str = "lake";
 /// Bytes after the length prefix that every frame has (version + id).
@@ -116,6 +116,21 @@ pub struct Gc {
     /// outside a cluster: every catalog is this node's.
     #[serde(default)]
     pub slots: Option<Vec<(u16, u16)>>,
+    /// The GC session whose [`GcRefs`] chunks hold the referenced set (with
+    /// `referenced` empty): the module streams a large index in bounded
+    /// frames. Objects written after the session began are young by
+    /// construction: the grace is counted from the session's start.
+    #[serde(default)]
+    pub session: Option<u64>,
+}
+
+/// One bounded chunk of a GC session's referenced set; the first chunk of a
+/// session opens it. Answered [`Response::GcRefsOk`]; the module sends the
+/// next chunk only after that answer, so chunks apply in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GcRefs {
+    pub session: u64,
+    pub referenced: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,6 +139,7 @@ pub enum Request {
     Put(Put),
     Read(Read),
     Gc(Gc),
+    GcRefs(GcRefs),
 }
 
 /// Handshake accepted.
@@ -171,6 +187,7 @@ pub enum Response {
     Doc(Doc),
     SnapshotStored(SnapshotStored),
     GcDone(GcReport),
+    GcRefsOk,
     Error(LakeError),
 }
 
@@ -387,6 +404,7 @@ mod tests {
                 grace_secs: 1,
                 dry_run: true,
                 slots: None,
+                session: None,
             }),
             b"x",
         );

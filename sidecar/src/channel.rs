@@ -234,6 +234,10 @@ async fn handle(
             Ok(r) => Response::GcDone(r),
             Err(e) => Response::Error(e),
         },
+        Request::GcRefs(r) => match service.gc_refs(r) {
+            Ok(()) => Response::GcRefsOk,
+            Err(e) => Response::Error(e),
+        },
         Request::Read(r) => match service.read(r).await {
             Ok((doc, deferred)) => {
                 let _ = tx.send(proto::encode(id, &Response::Doc(doc)));

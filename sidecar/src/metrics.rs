@@ -46,6 +46,7 @@ counters! {
     snapshot_errors_total: "Snapshot builds that failed.",
     snapshots_skipped_total: "Background snapshots skipped because one was already being built for the catalog.",
     store_puts_total: "Object store PUT requests.",
+    gc_chunks_total: "Chunks of LAKE.GC referenced sets received (a large index arrives in many bounded chunks).",
     segments_total: "Segment objects stored (one PUT holding many writes).",
     segment_records_total: "Writes stored as records of a segment.",
     store_gets_total: "Object store GET requests.",

@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use lake_shared::cluster::{self, SlotSet};
 use lake_shared::envelope;
 use lake_shared::proto::{
-    DeltaRef, Doc, Gc, GcReport, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
+    DeltaRef, Doc, Gc, GcRefs, GcReport, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
 };
 use lake_shared::segment::{self, Locator};
 use lake_shared::{catalog, path, LakeError};
@@ -60,7 +60,22 @@ pub struct Service {
     pub max_doc_bytes: usize,
     pub cache: DocCache,
     building: Mutex<HashSet<String>>,
+    /// GC sessions whose referenced set is arriving in chunks.
+    gc_sessions: Mutex<HashMap<u64, GcSession>>,
 }
+
+/// A GC session's referenced set so far, and when it began (the grace is
+/// counted from there: an object written during a long walk is young).
+struct GcSession {
+    referenced: Vec<String>,
+    began: std::time::Instant,
+    touched: std::time::Instant,
+}
+
+/// Sessions open at once at most; one idle this long is dropped (its
+/// module went away mid-walk).
+const MAX_GC_SESSIONS: usize = 8;
+const GC_SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What a read produced besides its answer: a snapshot to build after
 /// answering.
@@ -108,6 +123,7 @@ impl Service {
             batcher,
             trailers: Mutex::new(HashMap::new()),
             building: Mutex::new(HashSet::new()),
+            gc_sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -370,7 +386,46 @@ impl Service {
         Ok((listed, now))
     }
 
-    pub async fn gc(&self, g: Gc) -> Result<GcReport, LakeError> {
+    /// Adds one chunk to a GC session, opening it with the first.
+    pub fn gc_refs(&self, r: GcRefs) -> Result<(), LakeError> {
+        let mut sessions = self
+            .gc_sessions
+            .lock()
+            .map_err(|_| LakeError::internal("GC sessions lock poisoned"))?;
+        let now = std::time::Instant::now();
+        sessions.retain(|_, s| now.duration_since(s.touched) < GC_SESSION_IDLE);
+        if !sessions.contains_key(&r.session) && sessions.len() >= MAX_GC_SESSIONS {
+            return Err(LakeError::busy(format!(
+                "{MAX_GC_SESSIONS} garbage collections are already running on this sidecar"
+            )));
+        }
+        Metrics::inc(&self.metrics.gc_chunks_total);
+        let s = sessions.entry(r.session).or_insert_with(|| GcSession {
+            referenced: Vec::new(),
+            began: now,
+            touched: now,
+        });
+        s.touched = now;
+        s.referenced.extend(r.referenced);
+        Ok(())
+    }
+
+    pub async fn gc(&self, mut g: Gc) -> Result<GcReport, LakeError> {
+        let mut since_began = std::time::Duration::ZERO;
+        if let Some(id) = g.session {
+            let session = self
+                .gc_sessions
+                .lock()
+                .map_err(|_| LakeError::internal("GC sessions lock poisoned"))?
+                .remove(&id)
+                .ok_or_else(|| {
+                    LakeError::unavailable(format!(
+                        "GC session {id} is unknown to the sidecar (restarted, or idle too long); run LAKE.GC again"
+                    ))
+                })?;
+            since_began = session.began.elapsed();
+            g.referenced.extend(session.referenced);
+        }
         let mut live_segments = HashSet::new();
         for key in &g.referenced {
             let stem = key
@@ -383,7 +438,7 @@ impl Service {
         let referenced: HashSet<String> = g.referenced.into_iter().collect();
         let served = g.slots.as_deref().map(SlotSet::from_ranges);
         let (listed, store_now) = self.list_with_store_time().await?;
-        let cutoff = store_now - std::time::Duration::from_secs(g.grace_secs);
+        let cutoff = store_now - std::time::Duration::from_secs(g.grace_secs) - since_began;
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
         if let Ok(mut t) = self.trailers.lock() {

@@ -1,30 +1,89 @@
-//! `LAKE.GC`: the referenced set, read in one command execution, handed to
-//! the sidecar, which deletes old unreferenced objects of the catalogs this
-//! node serves.
+//! `LAKE.GC`: the referenced set, walked in bounded steps on Redis's main
+//! thread and streamed to the sidecar in bounded chunks; the sidecar then
+//! deletes old unreferenced objects of the catalogs this node serves.
+//!
+//! Why a walk: an index of millions of entries read in one command
+//! execution held Redis's main thread for as long as it took, and went out
+//! as one frame past the channel's frame limit (the sidecar then dropped the
+//! connection, failing every request in flight).
+//!
+//! Invariants:
+//! - One step (a timer tick) reads at most [`STEP_ENTRIES`] index entries
+//!   (and one `SCAN` page of [`SCAN_KEYS`] keys), so no step holds the main
+//!   thread for long; a big catalog is paged through across steps.
+//! - At most one chunk is in flight: the next step runs only after the
+//!   sidecar acknowledged the last, so chunks apply in order, and the final
+//!   `Gc` goes only after every chunk.
+//! - Nothing indexed during the walk can lose its object: the sidecar counts
+//!   the grace from the session's start, and the grace is never below
+//!   [`lake_shared::gc_grace_floor_secs`], so an object stored after the walk
+//!   began is young, and one stored before was indexed (if ever) before the
+//!   walk read its catalog.
+//! - In a cluster, only slots this node served and was not moving both at
+//!   the start and at the end count, and the cluster state must be `ok` at
+//!   both ends ([`owner::gc_slots`]).
+//! - One walk at a time per node; a second `LAKE.GC` gets `LAKEBUSY`.
 
-use lake_shared::proto::{Gc, Request, Response};
-use lake_shared::{catalog, cluster, member, LakeError};
-use redis_module::{Context, RedisString, RedisValue};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lake_shared::cluster::{self, SlotSet};
+use lake_shared::proto::{Gc, GcRefs, Request, Response};
+use lake_shared::stamp::Bound;
+use lake_shared::{catalog, member, LakeError};
+use redis_module::{raw, Context, RedisString, RedisValue};
 
 use super::{arg_str, check_can_block, unexpected, value_string};
 use crate::blocked::Blocked;
-use crate::owner::{self};
-use crate::{config, state, zset};
+use crate::{config, entry, owner, state, zset};
+
+/// Index entries one step reads at most.
+pub const STEP_ENTRIES: usize = 10_000;
+/// Keys one `SCAN` page asks for.
+const SCAN_KEYS: &str = "100";
+/// How often a walk takes a step.
+const TICK: Duration = Duration::from_millis(1);
+
+/// No chunk in flight.
+const IDLE: u8 = 0;
+/// A chunk is waiting for the sidecar's answer.
+const SENT: u8 = 1;
+/// The sidecar refused a chunk: the walk fails.
+const FAILED: u8 = 2;
+
+/// The catalog key being paged through.
+struct Current {
+    key: String,
+    cat: String,
+    snap: bool,
+    /// The last score read; the next page starts after it.
+    after: Option<i64>,
+}
+
+struct Walk {
+    session: u64,
+    bc: Blocked,
+    grace: u64,
+    dry_run: bool,
+    slots: Option<SlotSet>,
+    /// `SCAN` cursor; `None` once the scan is complete.
+    cursor: Option<String>,
+    keys: Vec<String>,
+    current: Option<Current>,
+    chunk: Arc<AtomicU8>,
+    error: Arc<Mutex<Option<LakeError>>>,
+    opened: bool,
+}
+
+static WALK: Mutex<Option<Walk>> = Mutex::new(None);
 
 /// `LAKE.GC [DRYRUN] [GRACE <seconds>]`: deletes objects that no index entry
 /// references and that are older than the grace period, and replies
-/// `[scanned, referenced, young, orphans, deleted]`.
-///
-/// The grace floor is [`lake_shared::gc_grace_floor_secs`]; ages are measured on the
-/// store's clock (the sidecar's GC).
-///
-/// The referenced set is read from every `catalog:{*}` key in this command
-/// execution (a SCAN on the main thread: an admin command whose cost grows
-/// with the index). The grace period is never below twice `timeout-ms`, so a
-/// write still waiting for its commit cannot lose its object. Runs on
-/// primaries only; in Redis Cluster it considers only catalogs whose slot
-/// this node serves and is not migrating ([`owner::gc_slots`]): the store
-/// is shared by every shard.
+/// `[scanned, referenced, young, orphans, deleted]`. Runs on primaries
+/// only; in Redis Cluster it considers only catalogs whose slot this node
+/// serves and is not moving ([`owner::gc_slots`]): the store is shared by
+/// every shard.
 pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     const USAGE: &str = "LAKE.GC [DRYRUN] [GRACE <seconds>]";
     let (mut dry_run, mut grace) = (false, config::gc_grace_secs());
@@ -54,81 +113,284 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     }
     let grace = grace.max(lake_shared::gc_grace_floor_secs(config::timeout()));
     check_can_block(ctx, "LAKE.GC")?;
-    let client = state::client()?;
-    client.check_room()?;
-
+    state::client()?.check_room()?;
     let slots = owner::gc_slots(ctx)?;
-    let mut referenced = Vec::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let v = ctx
-            .call(
-                "SCAN",
-                &[
-                    cursor.as_str(),
-                    "MATCH",
-                    "catalog:{*",
-                    "COUNT",
-                    "1000",
-                    "TYPE",
-                    "zset",
-                ],
+    let mut walk = WALK
+        .lock()
+        .map_err(|_| LakeError::internal("GC state poisoned"))?;
+    if walk.is_some() {
+        return Err(LakeError::busy(
+            "a LAKE.GC is already running on this node; wait for its answer",
+        ));
+    }
+    *walk = Some(Walk {
+        session: uuid::Uuid::new_v4().as_u64_pair().0,
+        bc: Blocked::new(ctx)?,
+        grace,
+        dry_run,
+        slots,
+        cursor: Some("0".into()),
+        keys: Vec::new(),
+        current: None,
+        chunk: Arc::new(AtomicU8::new(IDLE)),
+        error: Arc::new(Mutex::new(None)),
+        opened: false,
+    });
+    drop(walk);
+    step(ctx);
+    Ok(RedisValue::NoReply)
+}
+
+fn arm(ctx: &Context) {
+    if let Some(create) = unsafe { raw::RedisModule_CreateTimer } {
+        unsafe {
+            create(
+                ctx.ctx,
+                TICK.as_millis() as i64,
+                Some(entry::gc_timer),
+                std::ptr::null_mut(),
             )
-            .map_err(|e| LakeError::internal(format!("SCAN failed: {e}")))?;
-        let RedisValue::Array(mut parts) = v else {
-            return Err(LakeError::internal("SCAN returned no array"));
         };
-        let keys = parts.pop().unwrap_or(RedisValue::Null);
-        cursor = value_string(parts.pop().unwrap_or(RedisValue::Null))?;
-        if let RedisValue::Array(keys) = keys {
-            for k in keys {
-                let key = value_string(k)?;
-                let Some(inner) = key.strip_prefix("catalog:{") else {
-                    continue;
-                };
-                let (cat, snap) = match inner.strip_suffix("}:snap") {
-                    Some(c) => (c, true),
-                    None => match inner.strip_suffix('}') {
-                        Some(c) => (c, false),
-                        None => continue,
-                    },
-                };
-                if catalog::validate(cat).is_err() {
-                    continue;
-                }
-                // A key left in a slot this node does not serve (or is
-                // moving) belongs to no catalog it may collect.
-                if slots
-                    .as_ref()
-                    .is_some_and(|s| !s.contains(cluster::catalog_slot(cat)))
-                {
-                    continue;
-                }
-                for e in zset::after(ctx, &key, None, f64::INFINITY)? {
-                    if snap {
-                        if let Ok(u) = member::decode_snap(&e.member) {
-                            referenced.push(catalog::snapshot_object(cat, u));
-                        }
-                    } else if let Ok((_, u)) = member::decode(&e.member) {
-                        referenced.push(catalog::delta_object(cat, u));
-                    }
-                }
+    }
+}
+
+/// One step of the walk ([`crate::entry::gc_timer`]). Main thread.
+pub fn step(ctx: &Context) {
+    let Ok(mut guard) = WALK.lock() else {
+        return;
+    };
+    let Some(w) = guard.as_mut() else {
+        return;
+    };
+    match w.chunk.load(Ordering::Acquire) {
+        SENT => return arm(ctx),
+        FAILED => {
+            let e = w
+                .error
+                .lock()
+                .ok()
+                .and_then(|mut e| e.take())
+                .unwrap_or_else(|| LakeError::internal("a GC chunk failed"));
+            if let Some(w) = guard.take() {
+                w.bc.finish(Box::new(move |_| Err(e)));
+            }
+            return;
+        }
+        _ => {}
+    }
+    if !w.opened {
+        // An empty first chunk opens the session before any catalog is
+        // read: the sidecar counts the grace from here.
+        w.opened = true;
+        send_chunk(w, Vec::new());
+        return arm(ctx);
+    }
+    match collect(ctx, w) {
+        Ok(refs) if !refs.is_empty() => {
+            send_chunk(w, refs);
+            arm(ctx);
+        }
+        Ok(_) if w.cursor.is_some() || w.current.is_some() || !w.keys.is_empty() => arm(ctx),
+        Ok(_) => {
+            if let Some(w) = guard.take() {
+                finish(ctx, w);
             }
         }
-        if cursor == "0" {
-            break;
+        Err(e) => {
+            if let Some(w) = guard.take() {
+                w.bc.finish(Box::new(move |_| Err(e)));
+            }
         }
     }
+}
 
-    let req = Request::Gc(Gc {
-        referenced,
-        grace_secs: grace,
-        dry_run,
-        slots: slots.map(|s| s.ranges()),
-    });
-    let bc = Blocked::new(ctx)?;
+/// Ends a walk whose step panicked, answering its client.
+pub fn abort() {
+    if let Some(w) = WALK.lock().ok().and_then(|mut g| g.take()) {
+        w.bc.finish(Box::new(|_| {
+            Err(LakeError::internal(
+                "LAKE.GC stopped: a step panicked (see the Redis log); nothing more was deleted",
+            ))
+        }));
+    }
+}
+
+/// Reads up to [`STEP_ENTRIES`] referenced object keys and at most one
+/// `SCAN` page, moving the walk on.
+fn collect(ctx: &Context, w: &mut Walk) -> Result<Vec<String>, LakeError> {
+    let mut refs = Vec::new();
+    let mut scanned = false;
+    while refs.len() < STEP_ENTRIES {
+        if let Some(cur) = w.current.as_mut() {
+            let lo = cur.after.map_or(Bound::LOWEST, |s| Bound {
+                score: s as f64,
+                exclusive: true,
+            });
+            let want = STEP_ENTRIES - refs.len();
+            let page = zset::page(ctx, &cur.key, lo, Bound::HIGHEST, false, want)?;
+            for e in &page {
+                if cur.snap {
+                    if let Ok(u) = member::decode_snap(&e.member) {
+                        refs.push(catalog::snapshot_object(&cur.cat, u));
+                    }
+                } else if let Ok((_, u)) = member::decode(&e.member) {
+                    refs.push(catalog::delta_object(&cur.cat, u));
+                }
+            }
+            cur.after = page.last().map(|e| e.score).or(cur.after);
+            if page.len() < want {
+                w.current = None;
+            }
+            continue;
+        }
+        if let Some(key) = w.keys.pop() {
+            w.current = catalog_of(&key, w.slots.as_ref());
+            continue;
+        }
+        match w.cursor.take() {
+            Some(c) if !scanned => {
+                scanned = true;
+                let (next, keys) = scan(ctx, &c)?;
+                w.keys = keys;
+                w.cursor = (next != "0").then_some(next);
+            }
+            Some(c) => {
+                w.cursor = Some(c);
+                break;
+            }
+            None => break,
+        }
+    }
+    Ok(refs)
+}
+
+/// The catalog key `key` names, if it is one this walk collects for.
+fn catalog_of(key: &str, slots: Option<&SlotSet>) -> Option<Current> {
+    let inner = key.strip_prefix("catalog:{")?;
+    let (cat, snap) = match inner.strip_suffix("}:snap") {
+        Some(c) => (c, true),
+        None => (inner.strip_suffix('}')?, false),
+    };
+    catalog::validate(cat).ok()?;
+    // A key left in a slot this node does not serve (or is moving) belongs
+    // to no catalog it may collect.
+    if slots.is_some_and(|s| !s.contains(cluster::catalog_slot(cat))) {
+        return None;
+    }
+    Some(Current {
+        key: key.to_string(),
+        cat: cat.to_string(),
+        snap,
+        after: None,
+    })
+}
+
+fn scan(ctx: &Context, cursor: &str) -> Result<(String, Vec<String>), LakeError> {
+    let v = ctx
+        .call(
+            "SCAN",
+            &[
+                cursor,
+                "MATCH",
+                "catalog:{*",
+                "COUNT",
+                SCAN_KEYS,
+                "TYPE",
+                "zset",
+            ],
+        )
+        .map_err(|e| LakeError::internal(format!("SCAN failed: {e}")))?;
+    let RedisValue::Array(mut parts) = v else {
+        return Err(LakeError::internal("SCAN returned no array"));
+    };
+    let keys = parts.pop().unwrap_or(RedisValue::Null);
+    let next = value_string(parts.pop().unwrap_or(RedisValue::Null))?;
+    let mut out = Vec::new();
+    if let RedisValue::Array(keys) = keys {
+        for k in keys {
+            out.push(value_string(k)?);
+        }
+    }
+    Ok((next, out))
+}
+
+fn send_chunk(w: &Walk, refs: Vec<String>) {
+    let Ok(client) = state::client() else {
+        w.chunk.store(FAILED, Ordering::Release);
+        return;
+    };
+    w.chunk.store(SENT, Ordering::Release);
+    let (chunk, error) = (w.chunk.clone(), w.error.clone());
     client.submit(
-        &req,
+        &Request::GcRefs(GcRefs {
+            session: w.session,
+            referenced: refs,
+        }),
+        Box::new(move |res| {
+            let failed = match res {
+                Ok(Response::GcRefsOk) => None,
+                Ok(Response::Error(e)) | Err(e) => Some(e),
+                Ok(other) => Some(unexpected(&other)),
+            };
+            match failed {
+                Some(e) => {
+                    if let Ok(mut slot) = error.lock() {
+                        *slot = Some(e);
+                    }
+                    chunk.store(FAILED, Ordering::Release);
+                }
+                None => chunk.store(IDLE, Ordering::Release),
+            }
+        }),
+    );
+}
+
+/// Every chunk is in: checks the node may still collect, then asks the
+/// sidecar to delete, and answers the client with its report.
+fn finish(ctx: &Context, w: Walk) {
+    let Walk {
+        session,
+        bc,
+        grace,
+        dry_run,
+        slots,
+        ..
+    } = w;
+    // Slots served and stable both when the walk began and now.
+    let slots = match (slots, owner::gc_slots(ctx)) {
+        (_, Err(e)) => return bc.finish(Box::new(move |_| Err(e))),
+        (Some(before), Ok(Some(now))) => Some(
+            before
+                .ranges()
+                .into_iter()
+                .flat_map(|(lo, hi)| lo..=hi)
+                .filter(|s| now.contains(*s))
+                .fold(SlotSet::default(), |mut set, s| {
+                    set.insert(s);
+                    set
+                }),
+        ),
+        (Some(_), Ok(None)) | (None, Ok(Some(_))) => {
+            return bc.finish(Box::new(|_| {
+                Err(LakeError::retry(
+                    "the node's cluster mode changed during LAKE.GC; nothing was deleted",
+                ))
+            }))
+        }
+        (None, Ok(None)) => None,
+    };
+    let client = match state::client() {
+        Ok(c) => c,
+        Err(e) => return bc.finish(Box::new(move |_| Err(e))),
+    };
+    client.submit(
+        &Request::Gc(Gc {
+            referenced: Vec::new(),
+            grace_secs: grace,
+            dry_run,
+            slots: slots.map(|s| s.ranges()),
+            session: Some(session),
+        }),
         Box::new(move |res| {
             bc.finish(Box::new(move |_| match res? {
                 Response::GcDone(r) => Ok(RedisValue::Array(
@@ -142,5 +404,4 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
             }))
         }),
     );
-    Ok(RedisValue::NoReply)
 }

@@ -27,7 +27,7 @@ use redis_module::{
 use crate::zset;
 
 pub(crate) mod compact;
-mod gc;
+pub(crate) mod gc;
 mod history;
 mod info;
 mod read;
