@@ -230,11 +230,11 @@ async fn handle(
             Ok(s) => Response::Stored(s),
             Err(e) => Response::Error(e),
         },
-        Request::Gc(g) => match service.gc(g).await {
+        Request::Gc(g) => match service.gc.run(g).await {
             Ok(r) => Response::GcDone(r),
             Err(e) => Response::Error(e),
         },
-        Request::GcRefs(r) => match service.gc_refs(r) {
+        Request::GcRefs(r) => match service.gc.refs(r) {
             Ok(()) => Response::GcRefsOk,
             Err(e) => Response::Error(e),
         },

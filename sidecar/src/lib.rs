@@ -7,6 +7,7 @@
 //! - [`native`]: the built-in modes and the left fold, in Rust.
 //! - [`merge`]: the merge engine's threads; QuickJS for custom modes.
 //! - [`service`]: put, read/merge, snapshots.
+//! - [`gc`]: garbage collection of unreferenced objects.
 //! - [`channel`]: the Unix-socket server the module talks to.
 //! - [`http`]: `/healthz` and `/metrics`.
 //! - [`check`]: `lake-sidecar check`, and the hints `/healthz` gives.
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod cache;
 pub mod channel;
 pub mod check;
+pub mod gc;
 pub mod http;
 pub mod merge;
 pub mod metrics;

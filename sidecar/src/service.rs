@@ -20,21 +20,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
-use lake_shared::cluster::{self, SlotSet};
 use lake_shared::envelope;
 use lake_shared::proto::{
-    DeltaRef, Doc, Gc, GcRefs, GcReport, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
+    DeltaRef, Doc, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
 };
-use lake_shared::segment::{self, Locator};
+use lake_shared::segment::Locator;
 use lake_shared::{catalog, path, LakeError};
 use serde_json::value::RawValue;
 
 use crate::batch::{self, Batcher};
 use crate::cache::DocCache;
+use crate::gc::Collector;
 use crate::merge::{Delta as FoldDelta, Engine, Fold};
 use crate::metrics::Metrics;
 use crate::native;
-use crate::store::{self, ObjectInfo, Store};
+use crate::store::{self, Store};
 
 /// How many object reads one merge keeps in flight.
 const FETCH_CONCURRENCY: usize = 32;
@@ -43,10 +43,6 @@ const FETCH_CONCURRENCY: usize = 32;
 const COALESCE_GAP: u64 = 64 << 10;
 /// Largest ranged GET one coalesced read makes.
 const MAX_SPAN: u64 = 8 << 20;
-/// Bytes read from a segment's end to find its trailer, first try.
-const TAIL_GUESS: u64 = 64 << 10;
-/// Segments whose catalogs GC remembers (a segment never changes).
-const TRAILER_CACHE: usize = 100_000;
 
 pub struct Service {
     pub store: Arc<dyn Store>,
@@ -54,28 +50,13 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     /// Set when writes go to segments; `None`: one object per write.
     batcher: Option<Batcher>,
-    /// The catalogs of segments GC has read the trailer of.
-    trailers: Mutex<HashMap<u64, Arc<Vec<String>>>>,
+    /// Garbage collection ([`crate::gc`]).
+    pub gc: Collector,
     /// Largest document (or value at a path) a read may return.
     pub max_doc_bytes: usize,
     pub cache: DocCache,
     building: Mutex<HashSet<String>>,
-    /// GC sessions whose referenced set is arriving in chunks.
-    gc_sessions: Mutex<HashMap<u64, GcSession>>,
 }
-
-/// A GC session's referenced set so far, and when it began (the grace is
-/// counted from there: an object written during a long walk is young).
-struct GcSession {
-    referenced: Vec<String>,
-    began: std::time::Instant,
-    touched: std::time::Instant,
-}
-
-/// Sessions open at once at most; one idle this long is dropped (its
-/// module went away mid-walk).
-const MAX_GC_SESSIONS: usize = 8;
-const GC_SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What a read produced besides its answer: a snapshot to build after
 /// answering.
@@ -114,6 +95,7 @@ impl Service {
         let store: Arc<dyn Store> = Arc::from(store);
         let metrics = Arc::new(Metrics::default());
         let batcher = segments.map(|s| Batcher::start(store.clone(), s, metrics.clone()));
+        let gc = Collector::new(store.clone(), metrics.clone());
         Arc::new(Service {
             store,
             engine,
@@ -121,9 +103,8 @@ impl Service {
             cache: DocCache::new(cache_bytes),
             metrics,
             batcher,
-            trailers: Mutex::new(HashMap::new()),
+            gc,
             building: Mutex::new(HashSet::new()),
-            gc_sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -342,156 +323,6 @@ impl Service {
         Ok((answer, deferred))
     }
 
-    /// Deletes Lake objects that the index does not reference and that are
-    /// older than the grace period. Only keys of Lake's own shapes are
-    /// considered, and in Redis Cluster only those of catalogs in the slots
-    /// the asking node serves (`g.slots`): every shard shares the store, and
-    /// a node's index says nothing about another shard's catalogs. A failed
-    /// delete stops the pass with an error.
-    ///
-    /// Ages are measured on the store's clock, not the sidecar's: a probe
-    /// object written just before the listing carries the store's "now" in
-    /// its own last-modified time (same clock and same resolution as every
-    /// object it is compared with), so a sidecar whose clock runs ahead
-    /// cannot age young objects into deletion.
-    ///
-    /// A segment goes only as a whole: when no record of it is referenced,
-    /// and, in a cluster, when its trailer says every record belongs to a
-    /// catalog this node serves (a record of another shard's catalog, or one
-    /// whose slot is moving, counts as referenced). A segment whose trailer
-    /// cannot be read is kept.
-    /// Lists the store, and tells the store's time as of just before the
-    /// listing (see [`Service::gc`]).
-    async fn list_with_store_time(
-        &self,
-    ) -> Result<(Vec<ObjectInfo>, std::time::SystemTime), LakeError> {
-        let probe = format!("{GC_PROBE_FOLDER}/{}", uuid::Uuid::new_v4());
-        self.store
-            .put(&probe, b"lake gc clock probe".to_vec())
-            .await?;
-        let listed = self.store.list().await;
-        let _ = self.store.delete(&probe).await;
-        let mut listed = listed?;
-        let now = listed
-            .iter()
-            .find(|o| o.key == probe)
-            .map(|o| o.modified)
-            .ok_or_else(|| {
-                LakeError::unavailable(format!(
-                    "{} did not list the object just written ({probe}); garbage collection needs a listing that shows every object",
-                    self.store.describe()
-                ))
-            })?;
-        listed.retain(|o| !o.key.starts_with(GC_PROBE_FOLDER));
-        Ok((listed, now))
-    }
-
-    /// Adds one chunk to a GC session, opening it with the first.
-    pub fn gc_refs(&self, r: GcRefs) -> Result<(), LakeError> {
-        let mut sessions = self
-            .gc_sessions
-            .lock()
-            .map_err(|_| LakeError::internal("GC sessions lock poisoned"))?;
-        let now = std::time::Instant::now();
-        sessions.retain(|_, s| now.duration_since(s.touched) < GC_SESSION_IDLE);
-        if !sessions.contains_key(&r.session) && sessions.len() >= MAX_GC_SESSIONS {
-            return Err(LakeError::busy(format!(
-                "{MAX_GC_SESSIONS} garbage collections are already running on this sidecar"
-            )));
-        }
-        Metrics::inc(&self.metrics.gc_chunks_total);
-        let s = sessions.entry(r.session).or_insert_with(|| GcSession {
-            referenced: Vec::new(),
-            began: now,
-            touched: now,
-        });
-        s.touched = now;
-        s.referenced.extend(r.referenced);
-        Ok(())
-    }
-
-    pub async fn gc(&self, mut g: Gc) -> Result<GcReport, LakeError> {
-        let mut since_began = std::time::Duration::ZERO;
-        if let Some(id) = g.session {
-            let session = self
-                .gc_sessions
-                .lock()
-                .map_err(|_| LakeError::internal("GC sessions lock poisoned"))?
-                .remove(&id)
-                .ok_or_else(|| {
-                    LakeError::unavailable(format!(
-                        "GC session {id} is unknown to the sidecar (restarted, or idle too long); run LAKE.GC again"
-                    ))
-                })?;
-            since_began = session.began.elapsed();
-            g.referenced.extend(session.referenced);
-        }
-        let mut live_segments = HashSet::new();
-        for key in &g.referenced {
-            let stem = key
-                .rsplit_once('/')
-                .and_then(|(_, name)| name.strip_suffix(".json"));
-            if let Some(Ok(Some(loc))) = stem.map(Locator::from_uuid) {
-                live_segments.insert(loc.segment);
-            }
-        }
-        let referenced: HashSet<String> = g.referenced.into_iter().collect();
-        let served = g.slots.as_deref().map(SlotSet::from_ranges);
-        let (listed, store_now) = self.list_with_store_time().await?;
-        let cutoff = store_now - std::time::Duration::from_secs(g.grace_secs) - since_began;
-        let mut report = GcReport::default();
-        let mut doomed = Vec::new();
-        if let Ok(mut t) = self.trailers.lock() {
-            let present: HashSet<u64> = listed
-                .iter()
-                .filter_map(|o| segment::parse_segment_key(&o.key))
-                .collect();
-            t.retain(|id, _| present.contains(id));
-        }
-        for o in listed {
-            if let Some(id) = segment::parse_segment_key(&o.key) {
-                report.scanned += 1;
-                if live_segments.contains(&id) {
-                    report.referenced += 1;
-                } else if o.modified > cutoff {
-                    report.young += 1;
-                } else if self.segment_is_ours(id, &o, served.as_ref()).await {
-                    report.orphans += 1;
-                    doomed.push(o.key);
-                } else {
-                    report.referenced += 1;
-                }
-                continue;
-            }
-            if !catalog::is_lake_object(&o.key) {
-                continue;
-            }
-            if let (Some(served), Some((cat, _))) = (&served, o.key.rsplit_once('/')) {
-                if !served.contains(cluster::catalog_slot(cat)) {
-                    continue;
-                }
-            }
-            report.scanned += 1;
-            if referenced.contains(&o.key) {
-                report.referenced += 1;
-            } else if o.modified > cutoff {
-                report.young += 1;
-            } else {
-                report.orphans += 1;
-                doomed.push(o.key);
-            }
-        }
-        if !g.dry_run {
-            let deleted: Vec<()> = futures::stream::iter(doomed)
-                .map(|k| async move { self.store.delete(&k).await })
-                .buffer_unordered(FETCH_CONCURRENCY)
-                .try_collect()
-                .await?;
-            report.deleted = deleted.len() as u64;
-        }
-        Ok(report)
-    }
-
     /// Builds the snapshot a read deferred; the caller announces it.
     pub async fn finish(&self, d: Deferred) -> Result<SnapshotStored, LakeError> {
         let snap = self.store_snapshot(&d.catalog, d.covers, d.doc).await?;
@@ -680,51 +511,6 @@ impl Service {
             }
         }
     }
-
-    /// Whether every record of a segment belongs to a catalog this node
-    /// serves (always, outside a cluster). Unknown counts as no.
-    async fn segment_is_ours(&self, id: u64, o: &ObjectInfo, served: Option<&SlotSet>) -> bool {
-        let Some(served) = served else {
-            return true;
-        };
-        match self.segment_catalogs(id, o).await {
-            Ok(cats) => cats
-                .iter()
-                .all(|c| served.contains(cluster::catalog_slot(c))),
-            Err(e) => {
-                eprintln!("lake-sidecar: gc keeps segment '{}': {}", o.key, e.message);
-                false
-            }
-        }
-    }
-
-    /// The catalogs a segment holds records of, from its trailer (cached:
-    /// a segment never changes).
-    async fn segment_catalogs(
-        &self,
-        id: u64,
-        o: &ObjectInfo,
-    ) -> Result<Arc<Vec<String>>, LakeError> {
-        if let Some(c) = self.trailers.lock().ok().and_then(|t| t.get(&id).cloned()) {
-            return Ok(c);
-        }
-        let tail = TAIL_GUESS.min(o.size);
-        Metrics::inc(&self.metrics.store_gets_total);
-        let mut bytes = self.store.get_range(&o.key, o.size - tail, tail).await?;
-        let need = (segment::trailer_len(&bytes, &o.key)? + segment::FOOTER_BYTES) as u64;
-        if need > tail && need <= o.size {
-            Metrics::inc(&self.metrics.store_gets_total);
-            bytes = self.store.get_range(&o.key, o.size - need, need).await?;
-        }
-        let cats = Arc::new(segment::decode_trailer(&bytes, &o.key)?.catalogs);
-        if let Ok(mut t) = self.trailers.lock() {
-            if t.len() >= TRAILER_CACHE {
-                t.clear();
-            }
-            t.insert(id, cats.clone());
-        }
-        Ok(cats)
-    }
 }
 
 /// One read from the store for a merge.
@@ -750,10 +536,6 @@ fn raw(text: String) -> Result<Box<RawValue>, LakeError> {
     RawValue::from_string(text)
         .map_err(|e| LakeError::internal(format!("merge produced invalid JSON: {e}")))
 }
-
-/// Where GC's clock probes live (a folder no catalog can name: it starts
-/// with `.`); a probe is deleted right after the listing that reads it.
-const GC_PROBE_FOLDER: &str = ".lake-gc";
 
 /// The uuid of a delta object key (`<catalog>/<uuid>.json`).
 fn stem_of(key: &str) -> String {
