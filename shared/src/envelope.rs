@@ -1,5 +1,10 @@
-//! The bodies Lake writes to the object store. Each is self-describing, so an
-//! index can be rebuilt from the bucket if Redis is lost.
+//! The bodies Lake writes to the object store. Each is self-describing: an
+//! object found in the bucket names its catalog, field and mode (a
+//! snapshot, the stamp it covers). That alone does not rebuild an index if
+//! Redis is lost: a delta's commit stamp (its order) lives only in Redis,
+//! its replicas and its AOF, and garbage collection deletes what no index
+//! references. Bringing the index back from the store needs the index
+//! changes themselves shipped to the store, not only these envelopes.
 //!
 //! - delta `<catalog>/<uuid>.json`:
 //!   `{"v":1,"catalog":..,"field":..,"mode":..,"value":..}`
