@@ -39,9 +39,12 @@ pub static RETENTION_SECS: AtomicI64 = AtomicI64::new(0);
 /// How often background compaction takes a step; 0 never
 /// (`lake.compact-interval-ms`).
 pub static COMPACT_INTERVAL_MS: AtomicI64 = AtomicI64::new(1000);
+/// How often index changes are shipped to the store (0: never; see
+/// `journal.rs`).
+pub static SHIP_INTERVAL_MS: AtomicI64 = AtomicI64::new(1000);
 
 /// The names a load argument may set (each also `lake.<name>`).
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "socket",
     "timeout-ms",
     "snapshot-every",
@@ -50,6 +53,7 @@ pub const NAMES: [&str; 8] = [
     "gc-grace-secs",
     "retention-secs",
     "compact-interval-ms",
+    "ship-interval-ms",
 ];
 
 fn get(v: &AtomicI64) -> u64 {
@@ -82,6 +86,10 @@ pub fn retention_secs() -> u64 {
 
 pub fn compact_interval_ms() -> u64 {
     get(&COMPACT_INTERVAL_MS)
+}
+
+pub fn ship_interval_ms() -> u64 {
+    get(&SHIP_INTERVAL_MS)
 }
 
 /// The socket path; an error when it was never given.

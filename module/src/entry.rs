@@ -30,7 +30,7 @@ use lake_shared::LakeError;
 use redis_module::{raw, Context, InfoContext, RedisString, RedisValue};
 
 use crate::reply::{self, Level};
-use crate::{blocked, commands, compactor, gate, stats};
+use crate::{blocked, commands, compactor, gate, journal, stats};
 
 /// A command handler: validates, reads the index, and either replies a
 /// value or blocks its client (and returns `NoReply`).
@@ -230,6 +230,13 @@ pub extern "C" fn compaction_timer(ctx: *mut raw::RedisModuleCtx, _: *mut c_void
     let context = Context::new(ctx);
     guard("timer", || (), || compactor::tick(&context));
     guard("timer-arm", || (), || compactor::start(&context));
+}
+
+/// The journal shipper's timer: one tick, then re-armed.
+pub extern "C" fn journal_timer(ctx: *mut raw::RedisModuleCtx, _: *mut c_void) {
+    let context = Context::new(ctx);
+    guard("journal-timer", || (), || journal::tick(&context));
+    guard("journal-arm", || (), || journal::start(&context));
 }
 
 /// A `LAKE.GC` walk's step timer; a panic ends the walk with an error.

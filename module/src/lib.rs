@@ -16,6 +16,7 @@ mod entry;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod gate;
+mod journal;
 mod owner;
 mod reply;
 mod stats;
@@ -79,6 +80,7 @@ fn load(ctx: &Context, args: &[RedisString]) -> Status {
     );
     let _ = state::CLIENT.set(client);
     compactor::start(ctx);
+    journal::start(ctx);
     Status::Ok
 }
 
@@ -97,6 +99,7 @@ redis_module! {
             ["gc-grace-secs", &config::GC_GRACE_SECS, 3600, 0, 315_360_000, ConfigurationFlags::DEFAULT, None],
             ["retention-secs", &config::RETENTION_SECS, 0, 0, commands::compact::MAX_RETENTION_SECS as i64, ConfigurationFlags::DEFAULT, None],
             ["compact-interval-ms", &config::COMPACT_INTERVAL_MS, 1000, 0, 3_600_000, ConfigurationFlags::DEFAULT, None],
+            ["ship-interval-ms", &config::SHIP_INTERVAL_MS, 1000, 0, 3_600_000, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["socket", &config::SOCKET, "", ConfigurationFlags::IMMUTABLE, None],

@@ -57,6 +57,14 @@ pub fn info(ctx: &InfoContext) -> RedisResult<()> {
         .field("reads", get(&READS))?
         .field("snapshot_commits", get(&SNAPSHOT_COMMITS))?
         .field("compactions", get(&COMPACTIONS))?;
+    let pending = crate::journal::pending();
+    section = section
+        .field("journal_recorded", get(&crate::journal::RECORDED))?
+        .field("journal_shipped", get(&crate::journal::SHIPPED))?
+        .field("journal_batches", get(&crate::journal::BATCHES))?
+        .field("journal_catalogs_pending", pending as u64)?
+        .field("journal_record_errors", get(&crate::journal::RECORD_ERRORS))?
+        .field("journal_ship_errors", get(&crate::journal::SHIP_ERRORS))?;
     for (k, c) in KINDS.iter().zip(&ERRORS) {
         let name = format!("errors_{}", k.prefix().to_ascii_lowercase());
         section = section.field(&name, get(c))?;

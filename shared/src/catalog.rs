@@ -68,6 +68,12 @@ pub fn retention_key(name: &str) -> String {
     format!("catalog:{{{name}}}:retention")
 }
 
+/// A catalog's journal: the stream of its index changes not yet shipped to
+/// the store ([`crate::journal`]).
+pub fn journal_key(name: &str) -> String {
+    format!("catalog:{{{name}}}:journal")
+}
+
 /// Object key (below the store prefix) of a delta body.
 pub fn delta_object(name: &str, uuid: &str) -> String {
     format!("{name}/{uuid}.json")

@@ -1,10 +1,10 @@
 //! The bodies Lake writes to the object store. Each is self-describing: an
 //! object found in the bucket names its catalog, field and mode (a
-//! snapshot, the stamp it covers). That alone does not rebuild an index if
-//! Redis is lost: a delta's commit stamp (its order) lives only in Redis,
-//! its replicas and its AOF, and garbage collection deletes what no index
-//! references. Bringing the index back from the store needs the index
-//! changes themselves shipped to the store, not only these envelopes.
+//! snapshot, the stamp it covers). The envelopes do not carry the order: a
+//! delta's commit stamp lives in the index. What brings an index back from
+//! the store is the journal of index changes shipped beside them
+//! ([`crate::journal`], `lake-sidecar restore`); the envelopes let a person
+//! or a tool tell what any object is.
 //!
 //! - delta `<catalog>/<uuid>.json`:
 //!   `{"v":1,"catalog":..,"field":..,"mode":..,"value":..}`

@@ -9,6 +9,7 @@
 //! - [`mode`]: write modes.
 //! - [`envelope`]: the self-describing object bodies in the store.
 //! - [`segment`]: many delta records per object, located from their uuid.
+//! - [`journal`]: the index changes shipped to the store, and their fold.
 //! - [`proto`]: the framed module<->sidecar wire protocol.
 //! - [`error`]: the coarse error kinds and their Redis reply prefixes.
 
@@ -16,6 +17,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod envelope;
 pub mod error;
+pub mod journal;
 pub mod member;
 pub mod mode;
 pub mod path;

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use crate::LakeError;
 
 /// Protocol version carried in every frame and in the handshake.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Magic string of the handshake.
 pub const MAGIC: &str = "lake";
 /// Bytes after the length prefix that every frame has (version + id).
@@ -133,6 +133,14 @@ pub struct GcRefs {
     pub referenced: Vec<String>,
 }
 
+/// Journal entries to store as one batch object ([`crate::journal`]);
+/// answered [`Response::Shipped`] once the object is durable, after which
+/// the module trims them from its streams.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ship {
+    pub entries: Vec<crate::journal::Entry>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Hello(Hello),
@@ -140,6 +148,7 @@ pub enum Request {
     Read(Read),
     Gc(Gc),
     GcRefs(GcRefs),
+    Ship(Ship),
 }
 
 /// Handshake accepted.
@@ -188,6 +197,8 @@ pub enum Response {
     SnapshotStored(SnapshotStored),
     GcDone(GcReport),
     GcRefsOk,
+    /// A [`Ship`] batch is stored under this key.
+    Shipped(String),
     Error(LakeError),
 }
 

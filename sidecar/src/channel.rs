@@ -234,6 +234,20 @@ async fn handle(
             Ok(r) => Response::GcDone(r),
             Err(e) => Response::Error(e),
         },
+        Request::Ship(s) => {
+            let n = s.entries.len() as u64;
+            match crate::backup::ship(&*service.store, s.entries).await {
+                Ok(key) => {
+                    Metrics::inc(&service.metrics.journal_batches_total);
+                    service
+                        .metrics
+                        .journal_entries_total
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    Response::Shipped(key)
+                }
+                Err(e) => Response::Error(e),
+            }
+        }
         Request::GcRefs(r) => match service.gc.refs(r) {
             Ok(()) => Response::GcRefsOk,
             Err(e) => Response::Error(e),

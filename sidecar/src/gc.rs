@@ -15,18 +15,24 @@
 //! - A segment goes only as a whole, and in a cluster only when its trailer
 //!   says every record is of a catalog this node serves; a segment whose
 //!   trailer cannot be read is kept.
+//! - Nothing a restorable point within the backup retention references is
+//!   deleted ([`backup::protected`]), and an index much smaller than the
+//!   shipped backup (Redis lost its data) makes GC refuse outright.
 //! - Sessions are bounded: at most [`MAX_GC_SESSIONS`] open, one idle for
 //!   [`GC_SESSION_IDLE`] dropped.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use lake_shared::cluster::{self, SlotSet};
 use lake_shared::proto::{Gc, GcRefs, GcReport};
 use lake_shared::segment::{self, Locator};
-use lake_shared::{catalog, LakeError};
+use lake_shared::{catalog, journal, LakeError};
 
+use crate::backup;
 use crate::metrics::Metrics;
 use crate::store::{ObjectInfo, Store};
 
@@ -54,6 +60,9 @@ const GC_SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(600)
 /// with `.`); a probe is deleted right after the listing that reads it.
 const GC_PROBE_FOLDER: &str = ".lake-gc";
 
+/// The default backup retention: a day, as Litestream keeps by default.
+pub const DEFAULT_BACKUP_RETENTION_SECS: u64 = 86_400;
+
 /// Garbage collection for one sidecar: its sessions and what it learned
 /// of segments.
 pub struct Collector {
@@ -63,6 +72,9 @@ pub struct Collector {
     trailers: Mutex<HashMap<u64, Arc<Vec<String>>>>,
     /// Sessions whose referenced set is arriving in chunks.
     sessions: Mutex<HashMap<u64, GcSession>>,
+    /// How far back a restore may go: objects that left an index less than
+    /// this long ago are kept ([`backup::protected`]).
+    backup_retention_secs: AtomicU64,
 }
 
 impl Collector {
@@ -72,7 +84,13 @@ impl Collector {
             metrics,
             trailers: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            backup_retention_secs: AtomicU64::new(DEFAULT_BACKUP_RETENTION_SECS),
         }
+    }
+
+    /// Sets how far back a restore may go (`--backup-retention-secs`).
+    pub fn set_backup_retention(&self, secs: u64) {
+        self.backup_retention_secs.store(secs, Ordering::Relaxed);
     }
 
     /// Adds one chunk to a GC session, opening it with the first.
@@ -133,6 +151,21 @@ impl Collector {
             since_began = session.began.elapsed();
             g.referenced.extend(session.referenced);
         }
+        let served = g.slots.as_deref().map(SlotSet::from_ranges);
+        let (listed, store_now) = self.list_with_store_time().await?;
+        let live = g.referenced.iter().collect::<HashSet<_>>().len();
+        let shipped = backup::read(&*self.store, &listed).await?;
+        let state = journal::fold(shipped.entries, None);
+        let retention = Duration::from_secs(self.backup_retention_secs.load(Ordering::Relaxed));
+        let keep = backup::protected(&state, served.as_ref(), retention, backup::now_ms());
+        if live.saturating_mul(2) < keep.shipped_now {
+            Metrics::inc(&self.metrics.gc_refusals_total);
+            return Err(LakeError::invalid(format!(
+                "GC refused: the index references {live} objects, the shipped backup {} for the same catalogs; Redis may have lost its data (FLUSHALL, a lost primary and replica, a bad restore). Restore it (lake-sidecar restore --redis ...) before collecting; nothing was deleted",
+                keep.shipped_now
+            )));
+        }
+        g.referenced.extend(keep.keys);
         let mut live_segments = HashSet::new();
         for key in &g.referenced {
             let stem = key
@@ -143,8 +176,6 @@ impl Collector {
             }
         }
         let referenced: HashSet<String> = g.referenced.into_iter().collect();
-        let served = g.slots.as_deref().map(SlotSet::from_ranges);
-        let (listed, store_now) = self.list_with_store_time().await?;
         let cutoff = store_now - std::time::Duration::from_secs(g.grace_secs) - since_began;
         let mut report = GcReport::default();
         let mut doomed = Vec::new();

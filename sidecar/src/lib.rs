@@ -8,10 +8,13 @@
 //! - [`merge`]: the merge engine's threads; QuickJS for custom modes.
 //! - [`service`]: put, read/merge, snapshots.
 //! - [`gc`]: garbage collection of unreferenced objects.
+//! - [`backup`]: the index journal in the store: ship, read, what GC keeps.
 //! - [`channel`]: the Unix-socket server the module talks to.
 //! - [`http`]: `/healthz` and `/metrics`.
+//! - [`restore`]: `lake-sidecar restore`, the index back from the journal.
 //! - [`check`]: `lake-sidecar check`, and the hints `/healthz` gives.
 
+pub mod backup;
 pub mod batch;
 pub mod cache;
 pub mod channel;
@@ -21,5 +24,6 @@ pub mod http;
 pub mod merge;
 pub mod metrics;
 pub mod native;
+pub mod restore;
 pub mod service;
 pub mod store;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use lake_sidecar::{batch, channel, check, http, merge, service, store};
+use lake_sidecar::{backup, batch, channel, check, gc, http, merge, restore, service, store};
 
 /// Lake sidecar: object store, QuickJS merge engine and snapshots for the
 /// Lake Redis module.
@@ -64,6 +64,11 @@ struct Args {
     /// Requests served at once; more are refused with LAKEBUSY.
     #[arg(long, env = "LAKE_MAX_INFLIGHT", default_value_t = 4096)]
     max_inflight: usize,
+    /// How far back a restore may go, in seconds: GC keeps every object an
+    /// index referenced less than this long ago (see README, Backup and
+    /// restore).
+    #[arg(long, env = "LAKE_BACKUP_RETENTION_SECS", default_value_t = gc::DEFAULT_BACKUP_RETENTION_SECS)]
+    backup_retention_secs: u64,
 }
 
 /// Where objects live and how to reach them (shared by serving and `check`).
@@ -182,6 +187,31 @@ struct CheckArgs {
     store: StoreArgs,
 }
 
+/// `lake-sidecar restore --store <url> --redis <url> [--at <time>]
+/// [--dry-run] [--force]`: rebuilds every catalog's index from the journal
+/// shipped to the store (README, Backup and restore).
+#[derive(Parser, Debug)]
+#[command(name = "lake-sidecar restore", version)]
+struct RestoreArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The Redis (or any node of the Redis Cluster) to restore into, e.g.
+    /// redis://127.0.0.1:6379.
+    #[arg(long)]
+    redis: String,
+    /// Restore the index as it was at this point: Unix time in milliseconds
+    /// (13 digits) or a Lake stamp in microseconds (16 digits). Default: the
+    /// newest shipped point.
+    #[arg(long)]
+    at: Option<u64>,
+    /// Read the journal and check the store; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replace the index of catalogs that already have one in the target.
+    #[arg(long)]
+    force: bool,
+}
+
 /// How writes are laid out in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Layout {
@@ -193,6 +223,14 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("check") {
         let args = CheckArgs::parse_from(std::env::args().skip(1));
         std::process::exit(check(args));
+    }
+    if std::env::args().nth(1).as_deref() == Some("restore") {
+        let args = RestoreArgs::parse_from(std::env::args().skip(1));
+        if let Err(e) = restore(args) {
+            eprintln!("lake-sidecar restore: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     let args = Args::parse();
     if let Err(e) = run(args) {
@@ -248,6 +286,7 @@ fn run(args: Args) -> Result<(), String> {
             args.cache_mb << 20,
             segments,
         );
+        service.gc.set_backup_retention(args.backup_retention_secs);
         if let Err(e) = service.store.health().await {
             eprintln!("lake-sidecar: warning: {}", e.message);
         }
@@ -336,6 +375,49 @@ fn check(args: CheckArgs) -> i32 {
             0
         }
     })
+}
+
+/// Runs `lake-sidecar restore`.
+fn restore(args: RestoreArgs) -> Result<(), String> {
+    let began = std::time::Instant::now();
+    // A 16-digit number is a stamp (microseconds); journal points are ms.
+    let at_ms = args
+        .at
+        .map(|t| if t >= 10_u64.pow(15) { t / 1000 } else { t });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    let opts = args.store.s3_options()?;
+    let store = rt
+        .block_on(store::open(&args.store.store, &opts))
+        .map_err(|e| e.message)?;
+    let plan = rt
+        .block_on(restore::plan(store.as_ref(), at_ms))
+        .map_err(|e| e.message)?;
+    let mut target = restore::Target::connect(&args.redis).map_err(|e| e.message)?;
+    target
+        .check_empty(&plan, args.force)
+        .map_err(|e| e.message)?;
+    let report = if args.dry_run {
+        restore::Report {
+            catalogs: plan.state.live().count(),
+            deltas: plan.state.live().map(|(_, c)| c.deltas.len()).sum(),
+            snapshots: plan.state.live().map(|(_, c)| c.snaps.len()).sum(),
+            reshipped: 0,
+        }
+    } else {
+        // Shipped before the index is written: should the writing fail, a
+        // restore run again starts from this point, not the newest.
+        let reshipped = restore::reship(&plan);
+        if !reshipped.is_empty() {
+            rt.block_on(backup::ship(store.as_ref(), reshipped.clone()))
+                .map_err(|e| e.message)?;
+        }
+        target.write(&plan, &reshipped).map_err(|e| e.message)?
+    };
+    print!("{}", restore::describe(&plan, &report, args.dry_run, began));
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -317,9 +317,12 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no primary serves slot {slot}"))
     }
 
-    /// Every object key in the shared store.
+    /// Every object key in the shared store but the journal's batches.
     pub fn objects(&self) -> Vec<String> {
         s3_list(&self.rt, &self.s3_client)
+            .into_iter()
+            .filter(|k| !lake_shared::journal::is_batch(k))
+            .collect()
     }
 
     /// `n` catalog names `<prefix>-<i>` whose slots are in `lo..=hi`.

@@ -93,6 +93,7 @@ pub fn sidecar(socket: &Path, store: &str, s3_port: Option<u16>) -> Command {
         None => {
             let mut cmd = Command::new(binary("lake-sidecar"));
             cmd.arg("--socket").arg(socket).arg("--store").arg(store);
+            backup_retention(&mut cmd);
             cmd
         }
     }
@@ -108,7 +109,15 @@ pub fn sidecar_at(socket: &Path, store: &str, endpoint: &str) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true");
     cmd.arg("--socket").arg(socket).arg("--store").arg(store);
+    backup_retention(&mut cmd);
     cmd
+}
+
+/// Tests not about backups want GC to delete what left the index at once:
+/// no backup retention unless a test passes `--backup-retention-secs`
+/// (a flag beats the environment).
+fn backup_retention(cmd: &mut Command) {
+    cmd.env("LAKE_BACKUP_RETENTION_SECS", "0");
 }
 
 /// Which object store the sidecar uses.
@@ -377,6 +386,49 @@ impl Lake {
         });
     }
 
+    /// Runs `lake-sidecar restore` against this Lake's store into
+    /// `redis_url` with `extra` arguments; its output.
+    pub fn restore(&self, redis_url: &str, extra: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(binary("lake-sidecar"));
+        cmd.arg("restore");
+        if let Some(s3) = &self.s3 {
+            cmd.args(["--s3-provider", "minio", "--s3-endpoint"])
+                .arg(format!("http://127.0.0.1:{}", s3.port))
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        cmd.arg("--store")
+            .arg(self.store_url())
+            .arg("--redis")
+            .arg(redis_url)
+            .args(extra)
+            .output()
+            .expect("run lake-sidecar restore")
+    }
+
+    /// Waits until every journal stream of this Redis is empty: each index
+    /// change so far is in the store.
+    pub fn wait_shipped(&self) {
+        let mut c = self.con();
+        wait_for(
+            "the journal to reach the store",
+            Duration::from_secs(30),
+            || {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("catalog:{*}:journal")
+                    .query(&mut c)
+                    .unwrap_or_default();
+                keys.iter().all(|k| {
+                    redis::cmd("XLEN")
+                        .arg(k)
+                        .query::<i64>(&mut c)
+                        .is_ok_and(|n| n == 0)
+                })
+            },
+        );
+    }
+
     /// Kills the S3 server (its data stays for `start_store`).
     pub fn stop_store(&mut self) {
         self.s3 = None;
@@ -541,8 +593,24 @@ impl Lake {
         }
     }
 
-    /// All object keys in the store (below the store root), sorted.
+    /// All object keys in the store (below the store root), sorted, but the
+    /// index journal's batches ([`Lake::journal_batches`]).
     pub fn objects(&self) -> Vec<String> {
+        self.all_objects()
+            .into_iter()
+            .filter(|k| !lake_shared::journal::is_batch(k))
+            .collect()
+    }
+
+    /// The index journal's batches in the store, sorted.
+    pub fn journal_batches(&self) -> Vec<String> {
+        self.all_objects()
+            .into_iter()
+            .filter(|k| lake_shared::journal::is_batch(k))
+            .collect()
+    }
+
+    fn all_objects(&self) -> Vec<String> {
         if let Some(client) = &self.s3_client {
             return s3_list(&self.rt, client);
         }

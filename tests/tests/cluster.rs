@@ -497,7 +497,7 @@ fn migration_steps_keep_index_writes_with_their_keys() {
 
     // Move the keys, as redis-cli does: no BUSYKEY, nothing left behind.
     let keys = migrate_keys(&cluster, slot, src, dst);
-    assert_eq!(keys.len(), 2, "index and snapshot keys: {keys:?}");
+    assert_eq!(keys.len(), 3, "index, snapshot and journal keys: {keys:?}");
 
     // The in-flight write completes now, on a node its key has left.
     cluster.signal_sidecar(src, "CONT");

@@ -20,13 +20,14 @@
 //! - With no retention (module `retention-secs 0`, no catalog override)
 //!   nothing is ever removed.
 
+use lake_shared::journal::Change;
 use lake_shared::stamp::{self, Bound};
 use lake_shared::{catalog, LakeError};
 use redis_module::{Context, RedisString, RedisValue};
 
 use super::{arg_str, call_replicated, catalog_arg, read_int};
 use crate::owner::{self, Op};
-use crate::{config, zset};
+use crate::{config, journal, zset};
 
 /// Longest retention a catalog may set (100 years, as `retention-secs`):
 /// it must stay an integer every later read of the key can parse.
@@ -93,6 +94,7 @@ pub fn step(ctx: &Context, cat: &str, now_us: i64, max: usize) -> Result<Step, L
     let floor = old_floor.map_or(base.score, |f| f.max(base.score));
     if old_floor != Some(floor) {
         call_replicated(ctx, "SET", &[&floor_key, &floor.to_string()])?;
+        journal::record(ctx, cat, &Change::Floor { floor });
     }
     let snapshots = remove_below(ctx, &snap_key, floor)?;
     let idx = catalog::index_key(cat);
@@ -153,6 +155,7 @@ pub fn set_retention(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue
     let key = catalog::retention_key(cat);
     if v.eq_ignore_ascii_case("DEFAULT") {
         call_replicated(ctx, "DEL", &[&key])?;
+        journal::record(ctx, cat, &Change::Retention { secs: None });
     } else {
         let secs = v
             .parse::<u64>()
@@ -164,6 +167,7 @@ pub fn set_retention(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue
                 ))
             })?;
         call_replicated(ctx, "SET", &[&key, &secs.to_string()])?;
+        journal::record(ctx, cat, &Change::Retention { secs: Some(secs) });
     }
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

@@ -22,11 +22,15 @@
 //! - In a cluster, only slots this node served and was not moving both at
 //!   the start and at the end count, and the cluster state must be `ok` at
 //!   both ends ([`owner::gc_slots`]).
+//! - Before the final request, the walk waits until every index change
+//!   recorded so far is shipped ([`journal::shipped_since`]): the sidecar
+//!   refuses to collect when the index holds much less than the backup,
+//!   and a removal not yet shipped would look like a loss.
 //! - One walk at a time per node; a second `LAKE.GC` gets `LAKEBUSY`.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lake_shared::cluster::{self, SlotSet};
 use lake_shared::proto::{Gc, GcRefs, Request, Response};
@@ -36,12 +40,14 @@ use redis_module::{raw, Context, RedisString, RedisValue};
 
 use super::{arg_str, check_can_block, unexpected, value_string};
 use crate::blocked::Blocked;
-use crate::{config, entry, owner, state, zset};
+use crate::{config, entry, journal, owner, state, zset};
 
 /// Index entries one step reads at most.
 pub const STEP_ENTRIES: usize = 10_000;
 /// Keys one `SCAN` page asks for.
 const SCAN_KEYS: &str = "100";
+/// How long a finished walk waits for the journal to reach the store.
+const JOURNAL_WAIT: Duration = Duration::from_secs(30);
 /// How often a walk takes a step.
 const TICK: Duration = Duration::from_millis(1);
 
@@ -74,6 +80,9 @@ struct Walk {
     chunk: Arc<AtomicU8>,
     error: Arc<Mutex<Option<LakeError>>>,
     opened: bool,
+    /// When the walk was done and began waiting for the journal to reach
+    /// the store (GC compares the index with the shipped backup).
+    caught_up_from: Option<Instant>,
 }
 
 static WALK: Mutex<Option<Walk>> = Mutex::new(None);
@@ -135,6 +144,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
         chunk: Arc::new(AtomicU8::new(IDLE)),
         error: Arc::new(Mutex::new(None)),
         opened: false,
+        caught_up_from: None,
     });
     drop(walk);
     step(ctx);
@@ -192,6 +202,24 @@ pub fn step(ctx: &Context) {
         }
         Ok(_) if w.cursor.is_some() || w.current.is_some() || !w.keys.is_empty() => arm(ctx),
         Ok(_) => {
+            if journal::enabled() {
+                let since = *w.caught_up_from.get_or_insert_with(Instant::now);
+                if !journal::shipped_since(since) {
+                    if since.elapsed() < JOURNAL_WAIT {
+                        journal::ship_soon();
+                        return arm(ctx);
+                    }
+                    if let Some(w) = guard.take() {
+                        w.bc.finish(Box::new(|_| {
+                            Err(LakeError::unavailable(format!(
+                                "LAKE.GC waits for the index journal to reach the store before it compares the index with the backup, and it has not in {} s (INFO lake: journal_ship_errors; is the store reachable?); nothing was deleted",
+                                JOURNAL_WAIT.as_secs()
+                            )))
+                        }));
+                    }
+                    return;
+                }
+            }
             if let Some(w) = guard.take() {
                 finish(ctx, w);
             }

@@ -2,6 +2,7 @@
 //! command execution; the merge happens in the sidecar; a snapshot it
 //! built is committed only where and when the rules allow.
 
+use lake_shared::journal::Change;
 use lake_shared::proto::{DeltaRef, Read, Request, Response, SnapRef, SnapshotPolicy};
 use lake_shared::{catalog, member, path, LakeError};
 use redis_module::{Context, ContextFlags, RedisString, RedisValue};
@@ -10,7 +11,7 @@ use serde_json::value::RawValue;
 use super::{arg_str, catalog_arg, check_can_block, read_fence, read_int, unexpected, zadd};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{config, state, stats, zset};
+use crate::{config, journal, state, stats, zset};
 
 /// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]`.
 pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
@@ -183,6 +184,14 @@ fn commit_snapshot(ctx: &Context, cat: &str, snap: &SnapRef, fence: i64) -> Resu
         snap.covers,
         &member::encode_snap(&snap.uuid),
     )?;
+    journal::record(
+        ctx,
+        cat,
+        &Change::Snap {
+            uuid: snap.uuid.clone(),
+            covers: snap.covers,
+        },
+    );
     stats::bump(&stats::SNAPSHOT_COMMITS);
     Ok(())
 }

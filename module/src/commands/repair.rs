@@ -1,10 +1,12 @@
 //! `LAKE.REMOVE` and `LAKE.DROP`: the repairs, each moving the catalog's
 //! fence so no snapshot built before them is committed afterwards.
 
+use lake_shared::journal::Change;
 use lake_shared::{catalog, member, path, LakeError};
 use redis_module::{Context, RedisString, RedisValue};
 
 use super::{arg_str, call_replicated, catalog_arg, value_string};
+use crate::journal;
 use crate::owner::{self, Op};
 
 /// Most index entries `LAKE.REMOVE` looks through for a uuid when it is
@@ -55,6 +57,7 @@ pub fn remove(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeE
     };
     call_replicated(ctx, "INCR", &[&catalog::fence_key(cat)])?;
     call_replicated(ctx, "ZREM", &[&idx, &m])?;
+    journal::record(ctx, cat, &Change::Remove { member: m });
     Ok(RedisValue::Integer(1))
 }
 
@@ -123,5 +126,6 @@ pub fn drop_catalog(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue,
             &catalog::retention_key(cat),
         ],
     )?;
+    journal::record(ctx, cat, &Change::Drop);
     Ok(RedisValue::Integer(n))
 }

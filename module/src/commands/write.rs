@@ -2,6 +2,7 @@
 //! as the request's tail, and index the delta (stamp allocated then, on the
 //! main thread) once the sidecar says it is stored and the node may write.
 
+use lake_shared::journal::Change;
 use lake_shared::proto::{Put, Request, Response};
 use lake_shared::{catalog, member, mode, path, stamp, LakeError};
 use redis_module::{Context, ContextFlags, RedisString, RedisValue};
@@ -9,7 +10,7 @@ use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 use super::{arg_str, catalog_arg, check_can_block, unexpected, zadd};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{config, state, stats, zset};
+use crate::{config, journal, state, stats, zset};
 
 /// `LAKE.WRITE <catalog> <field> <json> [MODE <mode>]` -> `[uuid, stamp]`.
 pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
@@ -110,5 +111,13 @@ fn commit_delta(ctx: &Context, cat: &str, member: &str) -> Result<i64, LakeError
         )));
     }
     zadd(ctx, &idx, stamp, member)?;
+    journal::record(
+        ctx,
+        cat,
+        &Change::Delta {
+            member: member.to_string(),
+            stamp,
+        },
+    );
     Ok(stamp)
 }

@@ -1,0 +1,433 @@
+//! Continuous shipping of the index's changes to the object store, so the
+//! store alone can bring the index back ([`lake_shared::journal`]).
+//!
+//! Every index change appends one entry to its catalog's journal stream
+//! (`XADD`, replicated, in the same main-thread step as the change, so the
+//! two reach replicas and the AOF together). A timer on the main thread
+//! reads the streams it knows to hold entries, sends them to the sidecar as
+//! one batch, and once the sidecar answers that the batch is durable, trims
+//! exactly what it shipped (`XTRIM MINID`, replicated).
+//!
+//! Invariants:
+//! - No round trip on a write's path: recording is one in-memory `XADD`;
+//!   shipping happens later, at most [`MAX_ENTRIES`] entries per batch, one
+//!   batch in flight, about every `lake.ship-interval-ms`.
+//! - An entry leaves its stream only after the batch holding it is stored.
+//!   A batch that failed is read again from the streams and shipped again;
+//!   a trim lost in a failover ships an entry twice, which a restore
+//!   applies once (same catalog and stream id).
+//! - Streams live under the catalog's hash tag: a new primary, a restarted
+//!   node or a slot's new owner has every unshipped entry of the index it
+//!   holds, and finds the streams by a `SCAN` that never stops (one page per
+//!   tick), not only from what this process recorded.
+//! - Runs on a primary only, never while writes are paused.
+//! - The stream stays (empty) after its entries are shipped: its last id
+//!   keeps the catalog's ids increasing across `DROP` and a clock step back.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lake_shared::journal::{self, Change, Entry};
+use lake_shared::proto::{Request, Response, Ship};
+use lake_shared::{catalog, LakeError};
+use redis_module::{raw, Context, ContextFlags, RedisValue};
+
+use crate::commands::{call_replicated, value_string};
+use crate::{config, entry, owner, reply, state};
+
+/// Entries one batch carries at most (and one tick reads at most).
+pub const MAX_ENTRIES: usize = 10_000;
+/// How often the timer looks for work.
+const TICK: Duration = Duration::from_millis(50);
+/// Keys one `SCAN` page looks at.
+const SCAN_KEYS: &str = "1000";
+/// `SCAN` pages one tick reads when asked to ship soon.
+const SCAN_PAGES_SOON: usize = 20;
+
+const SENT: u8 = 1;
+const DONE: u8 = 2;
+const FAILED: u8 = 3;
+
+pub static RECORDED: AtomicU64 = AtomicU64::new(0);
+pub static SHIPPED: AtomicU64 = AtomicU64::new(0);
+pub static BATCHES: AtomicU64 = AtomicU64::new(0);
+pub static RECORD_ERRORS: AtomicU64 = AtomicU64::new(0);
+pub static SHIP_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// A batch on its way: for each catalog, the last id it carries.
+struct Flight {
+    shipped: Vec<(String, String)>,
+    /// When its entries were read from the streams.
+    collected: Instant,
+    entries: u64,
+    status: Arc<AtomicU8>,
+    full: bool,
+}
+
+struct Shipper {
+    /// Catalogs whose streams may hold entries.
+    dirty: BTreeSet<String>,
+    flight: Option<Flight>,
+    last: Option<Instant>,
+    /// Ship at the next tick, whatever the interval (a full batch left
+    /// more behind, or `LAKE.GC` waits for the backup to catch up).
+    soon: bool,
+    cursor: String,
+    /// The last shipping error, and one not logged yet.
+    last_error: Option<String>,
+    new_error: Option<String>,
+    /// When the streams were last read to their ends for a batch that was
+    /// then stored: everything recorded before is shipped.
+    caught_up: Option<Instant>,
+    /// When the `SCAN` cycle under way began.
+    cycle_began: Option<Instant>,
+    /// The last complete `SCAN` cycle: when it began and ended. Every
+    /// stream that held entries when it began was found by its end.
+    cycle: Option<(Instant, Instant)>,
+}
+
+static SHIPPER: Mutex<Shipper> = Mutex::new(Shipper {
+    dirty: BTreeSet::new(),
+    flight: None,
+    last: None,
+    soon: false,
+    cursor: String::new(),
+    last_error: None,
+    new_error: None,
+    caught_up: None,
+    cycle_began: None,
+    cycle: None,
+});
+
+pub fn enabled() -> bool {
+    config::ship_interval_ms() > 0
+}
+
+/// Appends `change` to `cat`'s journal. Main thread, in the step that made
+/// the change. A failure is logged and counted, never returned: the index
+/// change it describes is already made and replicated.
+pub fn record(ctx: &Context, cat: &str, change: &Change) {
+    if !enabled() {
+        return;
+    }
+    let text = match serde_json::to_string(change) {
+        Ok(t) => t,
+        Err(e) => return failed_record(ctx, cat, &e.to_string()),
+    };
+    let key = catalog::journal_key(cat);
+    match call_replicated(ctx, "XADD", &[&key, "*", journal::FIELD, &text]) {
+        Ok(()) => {
+            RECORDED.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut s) = SHIPPER.lock() {
+                s.dirty.insert(cat.to_string());
+            }
+        }
+        Err(e) => failed_record(ctx, cat, &e.message),
+    }
+}
+
+fn failed_record(ctx: &Context, cat: &str, why: &str) {
+    RECORD_ERRORS.fetch_add(1, Ordering::Relaxed);
+    reply::warning(
+        ctx,
+        &format!("lake: catalog '{cat}': an index change was not journaled ({why}); the backup misses it until the next one"),
+    );
+}
+
+/// Whether every entry the streams held at `t` is shipped: a `SCAN` cycle
+/// begun after `t` has found every stream (also those another process
+/// wrote: before a restart, on a former primary), and a batch read after
+/// that cycle ended was stored with nothing left behind.
+pub fn shipped_since(t: Instant) -> bool {
+    SHIPPER
+        .lock()
+        .map(|s| {
+            s.cycle.is_some_and(|(began, ended)| {
+                began >= t
+                    && ((s.dirty.is_empty() && s.flight.is_none())
+                        || s.caught_up.is_some_and(|c| c >= ended))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Asks for a batch at the next tick.
+pub fn ship_soon() {
+    if let Ok(mut s) = SHIPPER.lock() {
+        s.soon = true;
+    }
+}
+
+/// Catalogs waiting to ship.
+pub fn pending() -> usize {
+    SHIPPER.lock().map(|s| s.dirty.len()).unwrap_or(0)
+}
+
+/// Arms the next tick.
+pub fn start(ctx: &Context) {
+    if let Some(create) = unsafe { raw::RedisModule_CreateTimer } {
+        unsafe {
+            create(
+                ctx.ctx,
+                TICK.as_millis() as i64,
+                Some(entry::journal_timer),
+                std::ptr::null_mut(),
+            )
+        };
+    }
+}
+
+/// One tick ([`crate::entry::journal_timer`] re-arms it).
+pub fn tick(ctx: &Context) {
+    if !enabled() {
+        return;
+    }
+    let flags = ctx.get_flags();
+    if owner::paused()
+        || !flags.contains(ContextFlags::MASTER)
+        || flags.contains(ContextFlags::SLAVE)
+    {
+        return;
+    }
+    let Ok(mut s) = SHIPPER.lock() else {
+        return;
+    };
+    if let Some(f) = s.flight.as_ref() {
+        match f.status.load(Ordering::Acquire) {
+            SENT => return,
+            DONE => {
+                if let Some(f) = s.flight.take() {
+                    trim(ctx, &mut s, f);
+                }
+            }
+            _ => {
+                s.flight = None;
+                SHIP_ERRORS.fetch_add(1, Ordering::Relaxed);
+                // Logged once per distinct error, not once per retry.
+                if let Some(e) = s.new_error.take() {
+                    reply::warning(
+                        ctx,
+                        &format!("lake: shipping the index journal failed (retrying): {e}"),
+                    );
+                }
+            }
+        }
+    }
+    // Asked to hurry (`LAKE.GC` waits): more of the keyspace per tick.
+    for _ in 0..if s.soon { SCAN_PAGES_SOON } else { 1 } {
+        if discover(ctx, &mut s) {
+            break;
+        }
+    }
+    let due = s.soon
+        || s.last
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(config::ship_interval_ms()));
+    if !due || s.dirty.is_empty() {
+        return;
+    }
+    s.soon = false;
+    s.last = Some(Instant::now());
+    let (entries, shipped) = collect(ctx, &mut s);
+    if entries.is_empty() {
+        return;
+    }
+    let Ok(client) = state::client() else {
+        return;
+    };
+    let status = Arc::new(AtomicU8::new(SENT));
+    let done = status.clone();
+    let n = entries.len();
+    s.flight = Some(Flight {
+        shipped,
+        collected: Instant::now(),
+        entries: n as u64,
+        status,
+        full: n >= MAX_ENTRIES,
+    });
+    drop(s);
+    client.submit(
+        &Request::Ship(Ship { entries }),
+        Box::new(move |res| {
+            let outcome = match res {
+                Ok(Response::Shipped(_)) => DONE,
+                Ok(Response::Error(e)) | Err(e) => {
+                    note_error(e);
+                    FAILED
+                }
+                Ok(other) => {
+                    note_error(LakeError::internal(format!("unexpected answer: {other:?}")));
+                    FAILED
+                }
+            };
+            done.store(outcome, Ordering::Release);
+        }),
+    );
+}
+
+fn note_error(e: LakeError) {
+    if let Ok(mut s) = SHIPPER.lock() {
+        if s.last_error.as_deref() != Some(e.message.as_str()) {
+            s.new_error = Some(e.message.clone());
+        }
+        s.last_error = Some(e.message);
+    }
+}
+
+/// Reads up to [`MAX_ENTRIES`] entries from the dirty streams.
+fn collect(ctx: &Context, s: &mut Shipper) -> (Vec<Entry>, Vec<(String, String)>) {
+    let mut entries = Vec::new();
+    let mut shipped = Vec::new();
+    let mut clean = Vec::new();
+    for cat in &s.dirty {
+        let want = MAX_ENTRIES - entries.len();
+        if want == 0 {
+            break;
+        }
+        let key = catalog::journal_key(cat);
+        let Ok(RedisValue::Array(items)) = ctx.call(
+            "XRANGE",
+            &[key.as_str(), "-", "+", "COUNT", &want.to_string()],
+        ) else {
+            clean.push(cat.clone());
+            continue;
+        };
+        if items.is_empty() {
+            clean.push(cat.clone());
+            continue;
+        }
+        let mut last = None;
+        for item in items {
+            let Some((id, text)) = stream_item(item) else {
+                continue;
+            };
+            match serde_json::from_str::<Change>(&text) {
+                Ok(change) => entries.push(Entry {
+                    catalog: cat.clone(),
+                    id: id.clone(),
+                    change,
+                }),
+                Err(e) => reply::warning(
+                    ctx,
+                    &format!(
+                        "lake: {key} entry {id} is not a journal entry ({e}); skipped and trimmed"
+                    ),
+                ),
+            }
+            last = Some(id);
+        }
+        if let Some(id) = last {
+            shipped.push((cat.clone(), id));
+        }
+    }
+    for c in clean {
+        s.dirty.remove(&c);
+    }
+    (entries, shipped)
+}
+
+/// `[id, [field, value, ...]]` -> `(id, value of FIELD)`.
+fn stream_item(item: RedisValue) -> Option<(String, String)> {
+    let RedisValue::Array(mut parts) = item else {
+        return None;
+    };
+    let fields = parts.pop()?;
+    let id = value_string(parts.pop()?).ok()?;
+    let RedisValue::Array(fields) = fields else {
+        return Some((id, String::new()));
+    };
+    let mut it = fields.into_iter();
+    while let (Some(f), Some(v)) = (it.next(), it.next()) {
+        if value_string(f).ok().as_deref() == Some(journal::FIELD) {
+            return Some((id, value_string(v).ok()?));
+        }
+    }
+    Some((id, String::new()))
+}
+
+/// Removes what a stored batch carried from the streams.
+fn trim(ctx: &Context, s: &mut Shipper, f: Flight) {
+    BATCHES.fetch_add(1, Ordering::Relaxed);
+    SHIPPED.fetch_add(f.entries, Ordering::Relaxed);
+    s.last_error = None;
+    for (cat, id) in f.shipped {
+        let Some((ms, seq)) = journal::parse_id(&id) else {
+            continue;
+        };
+        let key = catalog::journal_key(&cat);
+        let min = format!("{ms}-{}", seq.saturating_add(1));
+        if let Err(e) = call_replicated(ctx, "XTRIM", &[&key, "MINID", &min]) {
+            reply::warning(ctx, &format!("lake: cannot trim {key}: {}", e.message));
+            continue;
+        }
+        if matches!(
+            ctx.call("XLEN", &[key.as_str()]),
+            Ok(RedisValue::Integer(0))
+        ) {
+            s.dirty.remove(&cat);
+        }
+    }
+    if f.full {
+        s.soon = true;
+    } else {
+        s.caught_up = Some(f.collected);
+    }
+}
+
+/// One `SCAN` page for journal streams holding entries: after a restart, a
+/// failover or a slot import, they were recorded by another process.
+/// True when the page ended a cycle.
+fn discover(ctx: &Context, s: &mut Shipper) -> bool {
+    let cursor = if s.cursor.is_empty() {
+        s.cycle_began = Some(Instant::now());
+        "0".to_string()
+    } else {
+        s.cursor.clone()
+    };
+    let Ok(RedisValue::Array(mut parts)) = ctx.call(
+        "SCAN",
+        &[
+            cursor.as_str(),
+            "MATCH",
+            "catalog:{*}:journal",
+            "COUNT",
+            SCAN_KEYS,
+            "TYPE",
+            "stream",
+        ],
+    ) else {
+        return false;
+    };
+    let keys = parts.pop().unwrap_or(RedisValue::Null);
+    s.cursor = parts
+        .pop()
+        .and_then(|c| value_string(c).ok())
+        .filter(|c| c != "0")
+        .unwrap_or_default();
+    let ended = s.cursor.is_empty();
+    if ended {
+        if let Some(began) = s.cycle_began.take() {
+            s.cycle = Some((began, Instant::now()));
+        }
+    }
+    let RedisValue::Array(keys) = keys else {
+        return ended;
+    };
+    for k in keys {
+        let Ok(key) = value_string(k) else { continue };
+        let Some(cat) = key
+            .strip_prefix("catalog:{")
+            .and_then(|r| r.strip_suffix("}:journal"))
+        else {
+            continue;
+        };
+        if catalog::validate(cat).is_err() || s.dirty.contains(cat) {
+            continue;
+        }
+        if matches!(ctx.call("XLEN", &[key.as_str()]), Ok(RedisValue::Integer(n)) if n > 0) {
+            s.dirty.insert(cat.to_string());
+        }
+    }
+    ended
+}

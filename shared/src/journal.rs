@@ -1,0 +1,406 @@
+//! The index journal: every change Lake makes to a catalog's index, in the
+//! catalog's own order, so the object store alone can bring the index back.
+//!
+//! Where it lives:
+//! - In Redis, `catalog:{<name>}:journal` is a stream the module appends to
+//!   (`XADD`, replicated) in the same main-thread step as the index change
+//!   itself. It shares the catalog's hash tag, so it replicates, persists
+//!   and migrates with the index it describes: a new primary or a slot's
+//!   new owner finds exactly the changes its index holds, still unshipped.
+//! - In the store, under [`FOLDER`] (a folder no catalog can name: it starts
+//!   with `.`), each object is one [`Batch`] of entries of many catalogs,
+//!   shipped about once a second; once stored, the module trims what it
+//!   shipped from the streams.
+//!
+//! Rules that make a restore exact:
+//! - An entry is identified by its catalog and stream id (`<ms>-<seq>`,
+//!   strictly increasing per stream, carried across failover and
+//!   migration). The same entry shipped twice (a trim lost in a failover)
+//!   is applied once; entries apply in id order per catalog ([`fold`]).
+//! - Adds are keyed by member (uuids are never reused), so replaying an
+//!   add or a removal again changes nothing; a `drop` clears what came
+//!   before it in the catalog's order.
+//! - A point in time is a stream id's milliseconds: `fold(.., Some(t))`
+//!   keeps the entries at or before `t`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{catalog, member};
+
+/// The store folder of shipped batches.
+pub const FOLDER: &str = ".lake-journal";
+/// The stream field an entry's change is stored under.
+pub const FIELD: &str = "c";
+/// Batch format version.
+pub const BATCH_VERSION: u8 = 1;
+
+/// One change to a catalog's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "lowercase")]
+pub enum Change {
+    /// A delta was indexed: `member` (`<field>:<uuid>`) at `stamp`.
+    Delta { member: String, stamp: i64 },
+    /// A snapshot was indexed, covering deltas up to `covers`.
+    Snap { uuid: String, covers: i64 },
+    /// `LAKE.REMOVE` took a delta out of the index.
+    Remove { member: String },
+    /// `LAKE.DROP`: the catalog's index is gone.
+    Drop,
+    /// Compaction moved the floor: deltas at or below it and snapshots
+    /// below it left the index.
+    Floor { floor: i64 },
+    /// The catalog's own retention (`None`: back to the module default).
+    Retention { secs: Option<u64> },
+}
+
+/// One shipped entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub catalog: String,
+    /// The stream id, `<ms>-<seq>`.
+    pub id: String,
+    pub change: Change,
+}
+
+/// One shipped object.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Batch {
+    pub v: u8,
+    pub entries: Vec<Entry>,
+}
+
+/// The key of a batch shipped at `now_ms` (sorts by time; `tag` makes it
+/// unique among shippers).
+pub fn object_key(now_ms: u64, tag: &str) -> String {
+    format!("{FOLDER}/{now_ms:013}-{tag}.json")
+}
+
+/// Whether `key` is a shipped batch.
+pub fn is_batch(key: &str) -> bool {
+    key.strip_prefix(FOLDER)
+        .and_then(|k| k.strip_prefix('/'))
+        .is_some_and(|k| k.ends_with(".json") && !k.contains('/'))
+}
+
+/// A stream id as `(ms, seq)`.
+pub fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// One catalog's index as the journal says it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogState {
+    /// Delta members and their stamps.
+    pub deltas: BTreeMap<String, i64>,
+    /// Snapshot uuids and the stamps they cover.
+    pub snaps: BTreeMap<String, i64>,
+    pub floor: Option<i64>,
+    pub retention: Option<u64>,
+    /// The newest entry applied, `(ms, seq)`.
+    pub last_id: (u64, u64),
+}
+
+impl CatalogState {
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty() && self.snaps.is_empty()
+    }
+
+    /// The newest delta stamp.
+    pub fn newest_stamp(&self) -> Option<i64> {
+        self.deltas.values().copied().max()
+    }
+
+    /// The object keys this state references (deltas, then snapshots).
+    pub fn objects(&self, cat: &str) -> Vec<String> {
+        let deltas = self
+            .deltas
+            .keys()
+            .filter_map(|m| member::decode(m).ok())
+            .map(|(_, u)| catalog::delta_object(cat, u));
+        let snaps = self.snaps.keys().map(|u| catalog::snapshot_object(cat, u));
+        deltas.chain(snaps).collect()
+    }
+
+    fn apply(&mut self, change: &Change, at_ms: u64, left: &mut dyn FnMut(String, u64)) {
+        match change {
+            Change::Delta { member, stamp } => {
+                self.deltas.insert(member.clone(), *stamp);
+            }
+            Change::Snap { uuid, covers } => {
+                self.snaps.insert(uuid.clone(), *covers);
+            }
+            Change::Remove { member } => {
+                if self.deltas.remove(member).is_some() {
+                    left(member.clone(), at_ms);
+                }
+            }
+            Change::Drop => {
+                for m in std::mem::take(&mut self.deltas).into_keys() {
+                    left(m, at_ms);
+                }
+                for u in std::mem::take(&mut self.snaps).into_keys() {
+                    left(format!("snap:{u}"), at_ms);
+                }
+                self.floor = None;
+                self.retention = None;
+            }
+            Change::Floor { floor } => {
+                let floor = self.floor.map_or(*floor, |f| f.max(*floor));
+                self.floor = Some(floor);
+                let gone: Vec<String> = self
+                    .deltas
+                    .iter()
+                    .filter(|(_, s)| **s <= floor)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                for m in gone {
+                    self.deltas.remove(&m);
+                    left(m, at_ms);
+                }
+                let gone: Vec<String> = self
+                    .snaps
+                    .iter()
+                    .filter(|(_, c)| **c < floor)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                for u in gone {
+                    self.snaps.remove(&u);
+                    left(format!("snap:{u}"), at_ms);
+                }
+            }
+            Change::Retention { secs } => self.retention = *secs,
+        }
+    }
+}
+
+/// Every catalog's index at one point, and what left it on the way.
+#[derive(Debug, Default)]
+pub struct State {
+    pub catalogs: BTreeMap<String, CatalogState>,
+    /// Object keys that left an index (removed, dropped, compacted), with
+    /// the latest time (ms) one did: a restore to a point before that time
+    /// references them.
+    pub left: HashMap<String, u64>,
+    /// Entries applied (duplicates not counted).
+    pub applied: u64,
+    /// Entries seen more than once (shipped again after a failover).
+    pub duplicates: u64,
+}
+
+impl State {
+    /// Catalogs whose index is not empty.
+    pub fn live(&self) -> impl Iterator<Item = (&String, &CatalogState)> {
+        self.catalogs.iter().filter(|(_, s)| !s.is_empty())
+    }
+}
+
+/// Applies `entries` (any order, duplicates allowed) per catalog in stream
+/// id order, up to and including `at_ms` when given. Entries whose id does
+/// not parse are ignored (they cannot be placed in order).
+pub fn fold(entries: impl IntoIterator<Item = Entry>, at_ms: Option<u64>) -> State {
+    type Keyed = ((u64, u64), String, Change);
+    let mut by_cat: BTreeMap<String, Vec<Keyed>> = BTreeMap::new();
+    for e in entries {
+        let Some(id) = parse_id(&e.id) else { continue };
+        if at_ms.is_some_and(|t| id.0 > t) {
+            continue;
+        }
+        // The text orders two different changes under one id (a write lost
+        // in a failover, then its id reused) the same way every time, and
+        // puts copies of one change next to each other.
+        let text = serde_json::to_string(&e.change).unwrap_or_default();
+        by_cat
+            .entry(e.catalog)
+            .or_default()
+            .push((id, text, e.change));
+    }
+    let mut state = State::default();
+    for (cat, mut changes) in by_cat {
+        changes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut cs = CatalogState::default();
+        let mut prev: Option<&Keyed> = None;
+        let left = &mut state.left;
+        let mut note = |m: String, ms: u64| {
+            let key = match m.strip_prefix("snap:") {
+                Some(u) => catalog::snapshot_object(&cat, u),
+                None => match member::decode(&m) {
+                    Ok((_, u)) => catalog::delta_object(&cat, u),
+                    Err(_) => return,
+                },
+            };
+            let t = left.entry(key).or_insert(ms);
+            *t = (*t).max(ms);
+        };
+        for c in &changes {
+            if prev.is_some_and(|p| p.0 == c.0 && p.1 == c.1) {
+                state.duplicates += 1;
+                continue;
+            }
+            cs.apply(&c.2, c.0 .0, &mut note);
+            cs.last_id = c.0;
+            state.applied += 1;
+            prev = Some(c);
+        }
+        state.catalogs.insert(cat, cs);
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U1: &str = "00000000-0000-4000-8000-000000000001";
+    const U2: &str = "00000000-0000-4000-8000-000000000002";
+    const U3: &str = "00000000-0000-4000-8000-000000000003";
+
+    fn e(cat: &str, id: &str, change: Change) -> Entry {
+        Entry {
+            catalog: cat.into(),
+            id: id.into(),
+            change,
+        }
+    }
+
+    fn delta(u: &str, stamp: i64) -> Change {
+        Change::Delta {
+            member: format!("a:{u}"),
+            stamp,
+        }
+    }
+
+    #[test]
+    fn entries_apply_in_id_order_whatever_order_they_arrive_in() {
+        let s = fold(
+            vec![
+                e(
+                    "c",
+                    "10-1",
+                    Change::Remove {
+                        member: format!("a:{U1}"),
+                    },
+                ),
+                e("c", "10-0", delta(U1, 100)),
+                e("c", "9-5", delta(U2, 99)),
+            ],
+            None,
+        );
+        let c = &s.catalogs["c"];
+        assert_eq!(c.deltas.len(), 1);
+        assert_eq!(c.deltas[&format!("a:{U2}")], 99);
+        assert_eq!(c.last_id, (10, 1));
+        assert_eq!(s.left[&catalog::delta_object("c", U1)], 10);
+    }
+
+    #[test]
+    fn an_entry_shipped_twice_applies_once() {
+        let entries = vec![e("c", "1-0", delta(U1, 1)), e("c", "2-0", Change::Drop)];
+        let mut twice = entries.clone();
+        twice.extend(entries);
+        let s = fold(twice, None);
+        assert_eq!(s.applied, 2);
+        assert_eq!(s.duplicates, 2);
+        assert!(s.catalogs["c"].is_empty());
+    }
+
+    #[test]
+    fn a_point_in_time_keeps_what_came_before_it() {
+        let entries = vec![
+            e("c", "1-0", delta(U1, 1)),
+            e("c", "5-0", Change::Drop),
+            e("c", "7-0", delta(U2, 7)),
+        ];
+        let before = fold(entries.clone(), Some(4));
+        assert_eq!(before.catalogs["c"].deltas.len(), 1);
+        assert!(before.left.is_empty());
+        let after = fold(entries, None);
+        assert_eq!(
+            after.catalogs["c"].deltas.keys().collect::<Vec<_>>(),
+            vec![&format!("a:{U2}")]
+        );
+        assert_eq!(after.left[&catalog::delta_object("c", U1)], 5);
+    }
+
+    #[test]
+    fn a_floor_removes_what_compaction_removed() {
+        let s = fold(
+            vec![
+                e("c", "1-0", delta(U1, 10)),
+                e("c", "2-0", delta(U2, 20)),
+                e(
+                    "c",
+                    "2-1",
+                    Change::Snap {
+                        uuid: U3.into(),
+                        covers: 20,
+                    },
+                ),
+                e(
+                    "c",
+                    "2-2",
+                    Change::Snap {
+                        uuid: U1.into(),
+                        covers: 10,
+                    },
+                ),
+                e("c", "3-0", Change::Floor { floor: 20 }),
+                e("c", "4-0", Change::Retention { secs: Some(60) }),
+            ],
+            None,
+        );
+        let c = &s.catalogs["c"];
+        assert!(c.deltas.is_empty());
+        assert_eq!(c.snaps.keys().collect::<Vec<_>>(), vec![U3]);
+        assert_eq!((c.floor, c.retention), (Some(20), Some(60)));
+        assert!(s.left.contains_key(&catalog::snapshot_object("c", U1)));
+        assert_eq!(c.objects("c"), vec![catalog::snapshot_object("c", U3)]);
+    }
+
+    #[test]
+    fn catalogs_fold_apart_and_bad_ids_are_ignored() {
+        let s = fold(
+            vec![
+                e("a", "1-0", delta(U1, 1)),
+                e("b", "1-0", Change::Drop),
+                e("a", "junk", Change::Drop),
+            ],
+            None,
+        );
+        assert_eq!(s.catalogs["a"].deltas.len(), 1);
+        assert_eq!(s.live().count(), 1);
+    }
+
+    #[test]
+    fn batch_keys_sort_by_time_and_are_recognised() {
+        let a = object_key(999, "x");
+        let b = object_key(1_000, "x");
+        assert!(a < b);
+        assert!(is_batch(&a));
+        assert!(!is_batch(".lake-journal/sub/x.json"));
+        assert!(!is_batch("users/x.json"));
+        assert!(!catalog::is_lake_object(&a));
+    }
+
+    #[test]
+    fn changes_round_trip_as_json() {
+        for c in [
+            delta(U1, 5),
+            Change::Snap {
+                uuid: U2.into(),
+                covers: 3,
+            },
+            Change::Remove {
+                member: "x:y".into(),
+            },
+            Change::Drop,
+            Change::Floor { floor: 9 },
+            Change::Retention { secs: None },
+        ] {
+            let text = serde_json::to_string(&c).unwrap();
+            assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), c);
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! Disaster recovery: the index journal shipped to the store brings every
+//! catalog back after Redis lost its data (`FLUSHALL`, a node lost with its
+//! disk), to the newest point or to a point in time; GC refuses to collect
+//! from an index that lost its data.
+//!
+//! Each check looks at the restored index itself (members and stamps) and
+//! reads through a restarted, cold sidecar.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lake_shared::catalog;
+use lake_tests::{err_text, read, wait_for, write, zrange, Lake, Options, StoreKind};
+use serde_json::Value;
+
+/// An acknowledged write: catalog, member, stamp, when the ack arrived.
+type Acked = (String, String, i64, Instant);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn restore_ok(lake: &Lake, url: &str, extra: &[&str]) -> String {
+    let out = lake.restore(url, extra);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "restore {extra:?} failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn flushall(lake: &Lake) {
+    let _: () = redis::cmd("FLUSHALL").query(&mut lake.con()).unwrap();
+}
+
+/// Everything an index holds of `cats`: both sorted sets, floor, retention.
+fn index_of(lake: &Lake, cats: &[&str]) -> BTreeMap<String, String> {
+    let mut c = lake.con();
+    let mut out = BTreeMap::new();
+    for cat in cats {
+        out.insert(
+            catalog::index_key(cat),
+            format!("{:?}", zrange(&mut c, &catalog::index_key(cat))),
+        );
+        out.insert(
+            catalog::snap_key(cat),
+            format!("{:?}", zrange(&mut c, &catalog::snap_key(cat))),
+        );
+        for key in [catalog::floor_key(cat), catalog::retention_key(cat)] {
+            let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+            out.insert(key, format!("{v:?}"));
+        }
+    }
+    out
+}
+
+fn reads_of(lake: &Lake, cats: &[&str], ats: &[i64]) -> Vec<(String, Option<Value>)> {
+    let mut c = lake.con();
+    let mut out = Vec::new();
+    for cat in cats {
+        out.push((cat.to_string(), read(&mut c, cat, &[]).unwrap()));
+        for at in ats {
+            let at = at.to_string();
+            out.push((
+                format!("{cat} AT {at}"),
+                read(&mut c, cat, &["AT", &at]).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+fn restart_cold(lake: &mut Lake) {
+    lake.kill_sidecar();
+    lake.start_sidecar();
+}
+
+fn restore_after_flushall(kind: StoreKind) {
+    let mut lake = Lake::with(Options {
+        store: kind,
+        snapshot_every: 4,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    let mut stamps = Vec::new();
+    for i in 0..12 {
+        let (_, s) = write(&mut c, "users", &format!("u{i}"), &i.to_string()).unwrap();
+        stamps.push(s);
+        if i % 5 == 4 {
+            // Reads past snapshot-every commit snapshots (with SNAP now).
+            read(&mut c, "users", &["SNAP"]).unwrap();
+        }
+    }
+    let (gone_uuid, _) = write(&mut c, "users", "oops", "1").unwrap();
+    let removed: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("users")
+        .arg(&gone_uuid)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(removed, 1);
+    for i in 0..3 {
+        write(&mut c, "orders/eu", &format!("o{i}"), r#"{"n":1}"#).unwrap();
+    }
+    let _: () = redis::cmd("LAKE.RETENTION")
+        .arg("orders/eu")
+        .arg(3600)
+        .query(&mut c)
+        .unwrap();
+    write(&mut c, "dropped", "x", "1").unwrap();
+    let _: i64 = redis::cmd("LAKE.DROP")
+        .arg("dropped")
+        .query(&mut c)
+        .unwrap();
+    let cats = ["users", "orders/eu", "dropped"];
+    let ats = [stamps[2], stamps[7], stamps[11]];
+    let index_before = index_of(&lake, &cats);
+    let reads_before = reads_of(&lake, &cats, &ats);
+    assert!(
+        !zrange(&mut c, &catalog::snap_key("users")).is_empty(),
+        "no snapshot was committed"
+    );
+    lake.wait_shipped();
+
+    flushall(&lake);
+    let objects = lake.objects();
+    let err = redis::cmd("LAKE.GC")
+        .arg("GRACE")
+        .arg(0)
+        .query::<Vec<i64>>(&mut c)
+        .map_err(err_text)
+        .unwrap_err();
+    assert!(err.contains("GC refused"), "{err}");
+    assert_eq!(lake.objects(), objects, "GC deleted after a FLUSHALL");
+
+    let dry = restore_ok(&lake, &lake.url(), &["--dry-run"]);
+    assert!(dry.starts_with("would restore 2 catalogs"), "{dry}");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(keys.is_empty(), "a dry run wrote {keys:?}");
+
+    let report = restore_ok(&lake, &lake.url(), &[]);
+    assert!(report.starts_with("restored 2 catalogs"), "{report}");
+    assert!(report.contains("users: 12 deltas"), "{report}");
+    assert_eq!(index_of(&lake, &cats), index_before);
+    restart_cold(&mut lake);
+    assert_eq!(reads_of(&lake, &cats, &ats), reads_before);
+
+    // A second restore would overwrite what is there now: refused.
+    let out = lake.restore(&lake.url(), &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already have an index"), "{err}");
+
+    // Writing goes on above every restored stamp.
+    let (_, s) = write(&mut lake.con(), "users", "after", "1").unwrap();
+    assert!(s > stamps[11], "{s} <= {}", stamps[11]);
+    assert_eq!(lake.objects().len(), objects.len() + 1);
+    lake.assert_no_crash();
+}
+
+#[test]
+fn flushall_then_restore_brings_the_index_back_s3() {
+    restore_after_flushall(StoreKind::S3);
+}
+
+#[test]
+fn flushall_then_restore_brings_the_index_back_moto() {
+    restore_after_flushall(StoreKind::Moto);
+}
+
+/// Runs `writers` clients writing to 10 catalogs until `stop`; the acks.
+fn load(
+    lake: &Lake,
+    writers: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Acked>>> {
+    (0..writers)
+        .map(|w| {
+            let url = lake.url();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
+                else {
+                    return acked;
+                };
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let cat = format!("load/c{}", (w + n) % 10);
+                    let field = format!("w{w}.n{n}");
+                    n += 1;
+                    match write(&mut c, &cat, &field, &n.to_string()) {
+                        Ok((uuid, stamp)) => {
+                            acked.push((cat, format!("{field}:{uuid}"), stamp, Instant::now()))
+                        }
+                        // A write refused or cut off is not acknowledged.
+                        Err(_) => {
+                            if let Ok(fresh) =
+                                redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
+                            {
+                                c = fresh;
+                            }
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// The acked writes whose member is not in the index with its stamp.
+fn missing(lake: &Lake, acked: &[Acked]) -> Vec<Acked> {
+    let mut c = lake.con();
+    acked
+        .iter()
+        .filter(|(cat, m, s, _)| {
+            let got: Option<i64> = redis::cmd("ZSCORE")
+                .arg(catalog::index_key(cat))
+                .arg(m)
+                .query(&mut c)
+                .unwrap();
+            got != Some(*s)
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn flushall_under_50_writers_loses_only_the_last_second() {
+    let mut lake = Lake::with(Options {
+        store: StoreKind::S3,
+        ..Options::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = load(&lake, 50, &stop);
+    let began = Instant::now();
+    wait_for("load to run 4 s", Duration::from_secs(10), || {
+        began.elapsed() > Duration::from_secs(4)
+    });
+    let flushed_at = Instant::now();
+    flushall(&lake);
+    let after = Instant::now();
+    wait_for("load to run on 0.5 s", Duration::from_secs(5), || {
+        after.elapsed() > Duration::from_millis(500)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    lake.wait_shipped();
+    // The writes made after the flush are shipped too; empty Redis again
+    // (not journaled) and bring everything back.
+    flushall(&lake);
+    let report = restore_ok(&lake, &lake.url(), &[]);
+    let lost = missing(&lake, &acked);
+    let window = lost
+        .iter()
+        .map(|(_, _, _, t)| flushed_at.saturating_duration_since(*t))
+        .max()
+        .unwrap_or_default();
+    println!(
+        "acked writes: {}; acked writes missing after restore: {} (all acked at most {} ms before the FLUSHALL; bound 2,000 ms); {report}",
+        acked.len(),
+        lost.len(),
+        window.as_millis()
+    );
+    assert!(acked.len() > 500, "the load made {} writes", acked.len());
+    assert!(
+        lost.iter()
+            .all(|(_, _, _, t)| *t + Duration::from_secs(2) > flushed_at),
+        "lost writes acked long before the flush: {:?}",
+        &lost[..lost.len().min(5)]
+    );
+    restart_cold(&mut lake);
+    let mut c = lake.con();
+    for i in 0..10 {
+        read(&mut c, &format!("load/c{i}"), &[]).expect("every restored object reads");
+    }
+    lake.assert_no_crash();
+}
+
+#[test]
+fn restore_to_a_point_before_a_drop_brings_the_catalog_back() {
+    let lake = Lake::with(Options {
+        store: StoreKind::S3,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    for i in 0..5 {
+        write(&mut c, "keep", &format!("k{i}"), &i.to_string()).unwrap();
+    }
+    let kept = read(&mut c, "keep", &[]).unwrap();
+    lake.wait_shipped();
+    let point = now_ms();
+    wait_for(
+        "the clock to pass the point",
+        Duration::from_secs(2),
+        || now_ms() > point + 1,
+    );
+    let _: i64 = redis::cmd("LAKE.DROP").arg("keep").query(&mut c).unwrap();
+    write(&mut c, "later", "x", "1").unwrap();
+    lake.wait_shipped();
+    flushall(&lake);
+
+    let report = restore_ok(&lake, &lake.url(), &["--at", &point.to_string()]);
+    assert!(report.starts_with("restored 1 catalogs"), "{report}");
+    assert_eq!(read(&mut c, "keep", &[]).unwrap(), kept);
+    assert_eq!(read(&mut c, "later", &[]).unwrap(), None);
+
+    // The restore shipped its state: a later restore to the newest point
+    // starts from it instead of replaying the DROP.
+    flushall(&lake);
+    restore_ok(&lake, &lake.url(), &[]);
+    assert_eq!(read(&mut c, "keep", &[]).unwrap(), kept);
+    assert_eq!(read(&mut c, "later", &[]).unwrap(), None);
+    lake.assert_no_crash();
+}
+
+#[test]
+fn redis_lost_with_its_disk_mid_load_restores_and_writes_resume_above() {
+    let mut lake = Lake::with(Options {
+        store: StoreKind::S3,
+        ..Options::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = load(&lake, 8, &stop);
+    let began = Instant::now();
+    wait_for("load to run 5 s", Duration::from_secs(15), || {
+        began.elapsed() > Duration::from_secs(5)
+    });
+    // No RDB, no AOF: a killed Redis comes back empty, as one whose disk
+    // was lost.
+    lake.kill_redis();
+    let killed_at = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    lake.restart_redis();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut lake.con()).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    restore_ok(&lake, &lake.url(), &[]);
+    let lost = missing(&lake, &acked);
+    println!(
+        "acked writes: {}; missing after restore: {}",
+        acked.len(),
+        lost.len()
+    );
+    assert!(
+        lost.iter()
+            .all(|(_, _, _, t)| *t + Duration::from_secs(2) > killed_at),
+        "{:?}",
+        &lost[..lost.len().min(5)]
+    );
+    let mut c = lake.con();
+    for i in 0..10 {
+        let (_, s) = write(&mut c, &format!("load/c{i}"), "resumed", "1").unwrap();
+        let restored = zrange(&mut c, &catalog::index_key(&format!("load/c{i}")));
+        let top = restored.iter().map(|(_, s)| *s).filter(|x| *x != s).max();
+        assert!(top.is_none_or(|t| s > t), "stamp {s} not above {top:?}");
+    }
+    lake.assert_no_crash();
+}
+
+#[test]
+fn shipping_survives_a_sidecar_sigkill_mid_load() {
+    let mut lake = Lake::with(Options {
+        store: StoreKind::Moto,
+        ..Options::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = load(&lake, 16, &stop);
+    let began = Instant::now();
+    wait_for("load to run 1.5 s", Duration::from_secs(10), || {
+        began.elapsed() > Duration::from_millis(1500)
+    });
+    lake.kill_sidecar();
+    lake.start_sidecar();
+    let back = Instant::now();
+    wait_for("load to run on 1.5 s", Duration::from_secs(10), || {
+        back.elapsed() > Duration::from_millis(1500)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    lake.wait_shipped();
+    flushall(&lake);
+    restore_ok(&lake, &lake.url(), &[]);
+    let lost = missing(&lake, &acked);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acked writes missing: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    lake.assert_no_crash();
+}
+
+/// The journal is trimmed as it ships: streams stay empty at rest, and a
+/// batch carries many writes (not a PUT per write).
+#[test]
+fn the_journal_ships_in_batches_and_is_trimmed() {
+    let lake = Lake::with(Options {
+        store: StoreKind::S3,
+        ..Options::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = load(&lake, 20, &stop);
+    let began = Instant::now();
+    wait_for("load to run 2 s", Duration::from_secs(10), || {
+        began.elapsed() > Duration::from_secs(2)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let acked: usize = writers.into_iter().map(|h| h.join().unwrap().len()).sum();
+    lake.wait_shipped();
+    let batches = lake.journal_batches().len();
+    let info: String = redis::cmd("INFO")
+        .arg("lake")
+        .query(&mut lake.con())
+        .unwrap();
+    println!("{acked} writes shipped in {batches} batches");
+    assert!(
+        batches >= 1 && batches * 20 < acked,
+        "{batches} batches for {acked} writes"
+    );
+    assert!(info.contains("journal_catalogs_pending:0"), "{info}");
+    lake.assert_no_crash();
+}
+
+/// GC keeps every object a restore within the backup retention needs (what
+/// was removed or dropped a moment ago), and collects it once the retention
+/// no longer covers it.
+#[test]
+fn gc_keeps_what_a_restore_within_the_backup_retention_needs() {
+    let mut lake = Lake::with(Options {
+        timeout_ms: 1000,
+        sidecar_args: vec!["--backup-retention-secs".into(), "3600".into()],
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    for i in 0..3 {
+        write(&mut c, "r", &format!("k{i}"), &i.to_string()).unwrap();
+    }
+    let (uuid, _) = write(&mut c, "r", "gone", "1").unwrap();
+    let whole = read(&mut c, "r", &[]).unwrap();
+    write(&mut c, "d", "a", "1").unwrap();
+    write(&mut c, "d", "b", "2").unwrap();
+    lake.wait_shipped();
+    let point = now_ms();
+    wait_for(
+        "the clock to pass the point",
+        Duration::from_secs(2),
+        || now_ms() > point + 1,
+    );
+    let _: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("r")
+        .arg(&uuid)
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("LAKE.DROP").arg("d").query(&mut c).unwrap();
+    let objects = lake.objects();
+    assert_eq!(objects.len(), 6);
+    // Old enough for the grace (3 s with timeout-ms 1000), kept anyway.
+    wait_for(
+        "objects older than the grace",
+        Duration::from_secs(30),
+        || {
+            lake_tests::gc(&mut c, &["DRYRUN", "GRACE", "0"])[0] == 6
+                && lake_tests::gc(&mut c, &["DRYRUN", "GRACE", "0"])[2] == 0
+        },
+    );
+    let r = lake_tests::gc(&mut c, &["GRACE", "0"]);
+    assert_eq!(r[4], 0, "{r:?}");
+    assert_eq!(lake.objects(), objects);
+
+    // They are what a restore to before the removal reads.
+    flushall(&lake);
+    restore_ok(&lake, &lake.url(), &["--at", &point.to_string()]);
+    restart_cold(&mut lake);
+    let mut c = lake.con();
+    assert_eq!(read(&mut c, "r", &[]).unwrap(), whole);
+    assert_eq!(
+        read(&mut c, "d", &[]).unwrap(),
+        Some(serde_json::json!({"a":1,"b":2}))
+    );
+
+    // With no retention, what left the index is collected.
+    let _: i64 = redis::cmd("LAKE.REMOVE")
+        .arg("r")
+        .arg(&uuid)
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("LAKE.DROP").arg("d").query(&mut c).unwrap();
+    lake.opts.sidecar_args.clear();
+    restart_cold(&mut lake);
+    let mut c = lake.con();
+    wait_for("the three to be orphans", Duration::from_secs(30), || {
+        lake_tests::gc(&mut c, &["DRYRUN", "GRACE", "0"])[3] == 3
+    });
+    let r = lake_tests::gc(&mut c, &["GRACE", "0"]);
+    assert_eq!(r[4], 3, "{r:?}");
+    lake.assert_no_crash();
+}
