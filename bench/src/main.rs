@@ -2,7 +2,8 @@
 //!
 //! Starts its own Redis + module + sidecar on `local://`, `file://` and
 //! `s3://` (the workspace's S3 test server; segments, and one object per
-//! write as the baseline), plus sidecars with the merged-document cache off
+//! write as the baseline; and with the index journal not shipped, for the
+//! cost of shipping), plus sidecars with the merged-document cache off
 //! on `local://` and `s3://`, and measures at each client count:
 //! baselines (`PING`, raw `ZADD` with Lake-shaped members, `SET`/`GET` of
 //! 1 KB, one-file-per-write and aws-sdk-s3 PUT/GET loops), `LAKE.WRITE` on
@@ -501,6 +502,12 @@ fn main() {
             .to_vec(),
         ..Options::default()
     });
+    // The cost of shipping the index journal: the same store with it off.
+    let s3_unshipped = Lake::with(Options {
+        store: StoreKind::S3,
+        module_args: ["ship-interval-ms", "0"].map(String::from).to_vec(),
+        ..Options::default()
+    });
     for lake in [&local, &uncached, &s3, &s3_uncached, &s3_objects] {
         for tail in [0, 8, 64] {
             read_catalog(lake, &format!("r{tail}"), tail, &value);
@@ -590,12 +597,21 @@ fn main() {
                     "s3_puts_per_write_objects",
                 ),
                 (&s3, "LAKE.WRITE s3://", "s3_puts_per_write"),
+                (
+                    &s3_unshipped,
+                    "LAKE.WRITE s3:// journal not shipped",
+                    "s3_puts_per_write_unshipped",
+                ),
             ] {
                 let puts = lake.metric("store_puts_total");
+                let batches = lake.metric("journal_batches_total");
                 let w = load::run(lake.port, n, secs, lake::write("bw".into(), v.clone())).await;
                 if n == TARGET_CLIENTS || a.quick {
                     let per = (lake.metric("store_puts_total") - puts) as f64 / w.ops.max(1) as f64;
                     requests.insert(key.into(), json!(per));
+                    let per = (lake.metric("journal_batches_total") - batches) as f64
+                        / w.ops.max(1) as f64;
+                    requests.insert(format!("{key}_journal"), json!(per));
                 }
                 add(name, w);
             }

@@ -238,6 +238,7 @@ async fn handle(
             let n = s.entries.len() as u64;
             match crate::backup::ship(&*service.store, s.entries).await {
                 Ok(key) => {
+                    Metrics::inc(&service.metrics.store_puts_total);
                     Metrics::inc(&service.metrics.journal_batches_total);
                     service
                         .metrics

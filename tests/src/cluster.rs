@@ -66,6 +66,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     s3: Child,
+    pub s3_port: u16,
     rt: tokio::runtime::Runtime,
     s3_client: aws_sdk_s3::Client,
 }
@@ -127,6 +128,7 @@ impl Cluster {
         let mut c = Cluster {
             nodes: Vec::new(),
             s3,
+            s3_port,
             rt,
             s3_client: s3_client(s3_port),
             dir,
@@ -315,6 +317,18 @@ impl Cluster {
             .into_iter()
             .find(|&i| self.myself(i).owned.contains(slot))
             .unwrap_or_else(|| panic!("no primary serves slot {slot}"))
+    }
+
+    /// The shared store's URL.
+    pub fn store_url(&self) -> String {
+        format!("s3://{}/{}", crate::BUCKET, crate::PREFIX)
+    }
+
+    /// Waits until every primary's journal streams are empty.
+    pub fn wait_shipped(&mut self) {
+        for p in self.primaries() {
+            crate::wait_shipped(&self.nodes[p].url());
+        }
     }
 
     /// Every object key in the shared store but the journal's batches.

@@ -120,6 +120,90 @@ fn backup_retention(cmd: &mut Command) {
     cmd.env("LAKE_BACKUP_RETENTION_SECS", "0");
 }
 
+/// Runs `lake-sidecar restore --store <store> --redis <redis_url> <extra>`,
+/// against the test S3 server on `s3_port` when given; its output.
+pub fn restore(
+    store: &str,
+    s3_port: Option<u16>,
+    redis_url: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut cmd = Command::new(binary("lake-sidecar"));
+    cmd.arg("restore");
+    if let Some(port) = s3_port {
+        cmd.args(["--s3-provider", "minio", "--s3-endpoint"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    cmd.arg("--store")
+        .arg(store)
+        .arg("--redis")
+        .arg(redis_url)
+        .args(extra)
+        .output()
+        .expect("run lake-sidecar restore")
+}
+
+/// A redis-server without the module (a restore target), on a port of its
+/// own, in `dir`; killed on drop.
+pub fn plain_redis(dir: &Path) -> (Reaped, String) {
+    let port = free_port();
+    std::fs::create_dir_all(dir).expect("redis dir");
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(log_to(&dir.join("redis.log")))
+        .stderr(log_to(&dir.join("redis.log")))
+        .spawn()
+        .expect("spawn redis-server");
+    let child = Reaped(child);
+    let url = format!("redis://127.0.0.1:{port}/");
+    wait_for(
+        "redis-server to answer PING",
+        Duration::from_secs(20),
+        || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        },
+    );
+    (child, url)
+}
+
+/// Waits until every journal stream on the Redis at `url` is empty.
+pub fn wait_shipped(url: &str) {
+    let mut c = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to redis");
+    wait_for(
+        "the journal to reach the store",
+        Duration::from_secs(60),
+        || {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("catalog:{*}:journal")
+                .query(&mut c)
+                .unwrap_or_default();
+            keys.iter().all(|k| {
+                redis::cmd("XLEN")
+                    .arg(k)
+                    .query::<i64>(&mut c)
+                    .is_ok_and(|n| n == 0)
+            })
+        },
+    );
+}
+
 /// Which object store the sidecar uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
@@ -389,44 +473,18 @@ impl Lake {
     /// Runs `lake-sidecar restore` against this Lake's store into
     /// `redis_url` with `extra` arguments; its output.
     pub fn restore(&self, redis_url: &str, extra: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new(binary("lake-sidecar"));
-        cmd.arg("restore");
-        if let Some(s3) = &self.s3 {
-            cmd.args(["--s3-provider", "minio", "--s3-endpoint"])
-                .arg(format!("http://127.0.0.1:{}", s3.port))
-                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("AWS_EC2_METADATA_DISABLED", "true");
-        }
-        cmd.arg("--store")
-            .arg(self.store_url())
-            .arg("--redis")
-            .arg(redis_url)
-            .args(extra)
-            .output()
-            .expect("run lake-sidecar restore")
+        restore(
+            &self.store_url(),
+            self.s3.as_ref().map(|s| s.port),
+            redis_url,
+            extra,
+        )
     }
 
     /// Waits until every journal stream of this Redis is empty: each index
     /// change so far is in the store.
     pub fn wait_shipped(&self) {
-        let mut c = self.con();
-        wait_for(
-            "the journal to reach the store",
-            Duration::from_secs(30),
-            || {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg("catalog:{*}:journal")
-                    .query(&mut c)
-                    .unwrap_or_default();
-                keys.iter().all(|k| {
-                    redis::cmd("XLEN")
-                        .arg(k)
-                        .query::<i64>(&mut c)
-                        .is_ok_and(|n| n == 0)
-                })
-            },
-        );
+        wait_shipped(&self.url());
     }
 
     /// Kills the S3 server (its data stays for `start_store`).

@@ -13,9 +13,173 @@ use std::time::Duration;
 
 use lake_shared::cluster::catalog_slot;
 use lake_tests::cluster::Cluster;
-use lake_tests::{delta_key, err_text, gc, wait_for, write, zrange};
+use lake_tests::{delta_key, err_text, gc, plain_redis, restore, wait_for, write, zrange};
 use redis::ConnectionLike;
 use serde_json::json;
+
+/// The index of `cat` (deltas, then snapshots) through any connection.
+fn index_of(con: &mut impl ConnectionLike, cat: &str) -> Vec<Vec<(String, i64)>> {
+    [
+        format!("catalog:{{{cat}}}"),
+        format!("catalog:{{{cat}}}:snap"),
+    ]
+    .iter()
+    .map(|k| {
+        redis::cmd("ZRANGE")
+            .arg(k)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(con)
+            .expect("ZRANGE")
+    })
+    .collect()
+}
+
+/// Once the journal is shipped, a restore of the shared store into an
+/// empty Redis holds every write in `acks` with its stamp; with `exact`,
+/// each of their catalogs' index is the cluster's, entry for entry.
+fn assert_restorable(cluster: &mut Cluster, acks: &[Ack], exact: bool) {
+    cluster.wait_shipped();
+    let (_redis, url) = plain_redis(&cluster.dir.path().join("restored"));
+    let out = restore(&cluster.store_url(), Some(cluster.s3_port), &url, &[]);
+    assert!(
+        out.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut r = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let mut cc = cluster.cluster_con();
+    let cats: HashSet<&str> = acks.iter().map(|a| a.cat.as_str()).collect();
+    for cat in cats {
+        let restored = index_of(&mut r, cat);
+        if exact {
+            assert_eq!(restored, index_of(&mut cc, cat), "{cat}");
+        }
+        let deltas: HashSet<&(String, i64)> = restored[0].iter().collect();
+        for a in acks.iter().filter(|a| a.cat == cat) {
+            assert!(
+                deltas.contains(&(format!("{}:{}", a.field, a.uuid), a.stamp)),
+                "{a:?} is not in the restored index"
+            );
+        }
+    }
+}
+
+/// A 3-shard cluster's catalogs restore into one Redis and into a 2-shard
+/// cluster, entry for entry (snapshots, removals, drops included).
+#[test]
+fn a_clusters_index_restores_into_one_node_and_into_two_shards() {
+    let mut cluster = Cluster::start(3, 0, 5000);
+    let mut cc = cluster.cluster_con();
+    let cats: Vec<String> = (0..24).map(|i| format!("shape/{i}")).collect();
+    for (i, cat) in cats.iter().enumerate() {
+        for n in 0..5 {
+            write(&mut cc, cat, &format!("f{n}"), &n.to_string()).unwrap();
+        }
+        if i % 3 == 0 {
+            read_on(&mut cc, cat, &["SNAP"]);
+        }
+    }
+    let (uuid, _) = write(&mut cc, &cats[1], "gone", "1").unwrap();
+    let _: i64 = redis::cmd("LAKE.REMOVE")
+        .arg(&cats[1])
+        .arg(&uuid)
+        .query(&mut cc)
+        .unwrap();
+    let _: i64 = redis::cmd("LAKE.DROP")
+        .arg(&cats[2])
+        .query(&mut cc)
+        .unwrap();
+    let live: Vec<_> = cats.iter().map(|c| index_of(&mut cc, c)).collect();
+    let docs: Vec<_> = cats
+        .iter()
+        .map(|c| {
+            redis::cmd("LAKE.READ")
+                .arg(c)
+                .query::<Option<String>>(&mut cc)
+                .unwrap()
+        })
+        .collect();
+    assert!(!live[0][1].is_empty(), "a snapshot was committed");
+    cluster.wait_shipped();
+
+    let (_one, url) = plain_redis(&cluster.dir.path().join("one"));
+    let out = restore(&cluster.store_url(), Some(cluster.s3_port), &url, &[]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.starts_with("restored 23 catalogs"), "{report}");
+    let mut one = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    for (cat, idx) in cats.iter().zip(&live) {
+        assert_eq!(&index_of(&mut one, cat), idx, "{cat} on one node");
+    }
+
+    // `redis-cli --cluster create` wants three primaries: make three, then
+    // move every slot of one to another.
+    let mut two = Cluster::start(3, 0, 5000);
+    let (from, to) = (two.owner(16383), two.owner(0));
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard"])
+        .arg(format!("127.0.0.1:{}", two.nodes[from].port))
+        .args(["--cluster-from", &two.node_id(from)])
+        .args(["--cluster-to", &two.node_id(to)])
+        .args(["--cluster-slots", "16384", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli --cluster reshard");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    two.wait_ok();
+    assert!(two.myself(from).owned.is_empty(), "a shard was emptied");
+    let out = restore(
+        &cluster.store_url(),
+        Some(cluster.s3_port),
+        &two.nodes[0].url(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut tc = two.cluster_con();
+    for (cat, idx) in cats.iter().zip(&live) {
+        assert_eq!(&index_of(&mut tc, cat), idx, "{cat} on two shards");
+    }
+    two.assert_sound();
+    // The documents read back the same through the original cluster's
+    // sidecars once its own index is restored from the store.
+    for p in cluster.primaries() {
+        let _: () = redis::cmd("FLUSHALL").query(&mut cluster.con(p)).unwrap();
+    }
+    let out = restore(
+        &cluster.store_url(),
+        Some(cluster.s3_port),
+        &cluster.nodes[0].url(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (cat, doc) in cats.iter().zip(&docs) {
+        let got: Option<String> = redis::cmd("LAKE.READ").arg(cat).query(&mut cc).unwrap();
+        assert_eq!(&got, doc, "{cat}");
+    }
+    cluster.assert_sound();
+}
 
 /// One acknowledged write.
 #[derive(Clone, Debug)]
@@ -344,6 +508,7 @@ fn manual_failover_under_write_load_loses_nothing() {
     cluster.assert_alive(old);
     cluster.wait_ok();
     assert_all_kept(&mut cluster, &acks);
+    assert_restorable(&mut cluster, &acks, true);
     cluster.assert_sound();
 }
 
@@ -406,6 +571,9 @@ fn primary_killed_under_load_keeps_every_write_wait_confirmed() {
     cluster.wait_ok();
     eprintln!("primary killed: {} writes confirmed by WAIT 1", acks.len());
     assert_all_kept(&mut cluster, &acks);
+    // The dead primary may have shipped writes its replica never got: the
+    // restore holds every confirmed one, maybe more.
+    assert_restorable(&mut cluster, &acks, false);
     cluster.assert_sound();
 }
 
@@ -447,6 +615,7 @@ fn reshard_under_write_load_loses_nothing() {
     }
     cluster.wait_ok();
     assert_all_kept(&mut cluster, &acks);
+    assert_restorable(&mut cluster, &acks, true);
     cluster.assert_sound();
 }
 
