@@ -91,13 +91,15 @@ pub fn parse_id(id: &str) -> Option<(u64, u64)> {
 }
 
 /// One catalog's index as the journal says it was.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogState {
     /// Delta members and their stamps.
     pub deltas: BTreeMap<String, i64>,
     /// Snapshot uuids and the stamps they cover.
     pub snaps: BTreeMap<String, i64>,
+    #[serde(default)]
     pub floor: Option<i64>,
+    #[serde(default)]
     pub retention: Option<u64>,
     /// The newest entry applied, `(ms, seq)`.
     pub last_id: (u64, u64),
@@ -201,11 +203,30 @@ impl State {
 /// id order, up to and including `at_ms` when given. Entries whose id does
 /// not parse are ignored (they cannot be placed in order).
 pub fn fold(entries: impl IntoIterator<Item = Entry>, at_ms: Option<u64>) -> State {
+    fold_onto(State::default(), entries, at_ms)
+}
+
+/// [`fold`] starting from `base` (a [`Checkpoint`]'s state): an entry at or
+/// below its catalog's last applied id is already in `base` (shipped again
+/// after a failover) and is skipped.
+pub fn fold_onto(
+    mut state: State,
+    entries: impl IntoIterator<Item = Entry>,
+    at_ms: Option<u64>,
+) -> State {
     type Keyed = ((u64, u64), String, Change);
     let mut by_cat: BTreeMap<String, Vec<Keyed>> = BTreeMap::new();
     for e in entries {
         let Some(id) = parse_id(&e.id) else { continue };
         if at_ms.is_some_and(|t| id.0 > t) {
+            continue;
+        }
+        if state
+            .catalogs
+            .get(&e.catalog)
+            .is_some_and(|c| id <= c.last_id)
+        {
+            state.duplicates += 1;
             continue;
         }
         // The text orders two different changes under one id (a write lost
@@ -217,10 +238,9 @@ pub fn fold(entries: impl IntoIterator<Item = Entry>, at_ms: Option<u64>) -> Sta
             .or_default()
             .push((id, text, e.change));
     }
-    let mut state = State::default();
     for (cat, mut changes) in by_cat {
         changes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        let mut cs = CatalogState::default();
+        let mut cs = state.catalogs.remove(&cat).unwrap_or_default();
         let mut prev: Option<&Keyed> = None;
         let left = &mut state.left;
         let mut note = |m: String, ms: u64| {
@@ -247,6 +267,57 @@ pub fn fold(entries: impl IntoIterator<Item = Entry>, at_ms: Option<u64>) -> Sta
         state.catalogs.insert(cat, cs);
     }
     state
+}
+
+/// Where checkpoints live: a subfolder of [`FOLDER`] (so no batch key).
+pub const CHECKPOINTS: &str = ".lake-journal/checkpoints";
+/// Checkpoint format version.
+pub const CHECKPOINT_VERSION: u8 = 1;
+
+/// The folded journal up to a batch, stored so a restore (and GC) reads one
+/// object and the batches after it instead of the whole history.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub v: u8,
+    /// The newest batch folded in: every batch whose key sorts at or
+    /// before it is in, none after it.
+    pub upto: String,
+    pub catalogs: BTreeMap<String, CatalogState>,
+    /// See [`State::left`]; only what left within the backup retention.
+    pub left: HashMap<String, u64>,
+}
+
+impl Checkpoint {
+    pub fn into_state(self) -> State {
+        State {
+            catalogs: self.catalogs,
+            left: self.left,
+            ..State::default()
+        }
+    }
+}
+
+/// The key of a checkpoint that folds batches up to `upto` (a batch key).
+pub fn checkpoint_key(upto: &str, tag: &str) -> String {
+    let stem = upto
+        .strip_prefix(FOLDER)
+        .and_then(|k| k.strip_prefix('/'))
+        .and_then(|k| k.strip_suffix(".json"))
+        .unwrap_or(upto);
+    format!("{CHECKPOINTS}/{stem}.{tag}.json")
+}
+
+/// Whether `key` is a checkpoint.
+pub fn is_checkpoint(key: &str) -> bool {
+    key.strip_prefix(CHECKPOINTS)
+        .and_then(|k| k.strip_prefix('/'))
+        .is_some_and(|k| k.ends_with(".json") && !k.contains('/'))
+}
+
+/// The milliseconds a batch (or checkpoint) key is named by.
+pub fn key_ms(key: &str) -> Option<u64> {
+    let name = key.rsplit_once('/').map_or(key, |(_, n)| n);
+    name.get(..13)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -371,6 +442,44 @@ mod tests {
         );
         assert_eq!(s.catalogs["a"].deltas.len(), 1);
         assert_eq!(s.live().count(), 1);
+    }
+
+    #[test]
+    fn folding_onto_a_checkpoint_equals_folding_everything() {
+        let all = vec![
+            e("c", "1-0", delta(U1, 1)),
+            e("c", "2-0", delta(U2, 2)),
+            e("c", "3-0", Change::Drop),
+            e("c", "4-0", delta(U3, 4)),
+            e("d", "1-0", delta(U1, 1)),
+        ];
+        let whole = fold(all.clone(), None);
+        let base = fold(all[..3].to_vec(), None);
+        let cp = Checkpoint {
+            v: CHECKPOINT_VERSION,
+            upto: object_key(1, "x"),
+            catalogs: base.catalogs,
+            left: base.left,
+        };
+        let text = serde_json::to_string(&cp).unwrap();
+        let cp: Checkpoint = serde_json::from_str(&text).unwrap();
+        // The drop shipped again after a failover must not clear the add
+        // that came after it.
+        let mut later = all[1..].to_vec();
+        later.push(e("c", "3-0", Change::Drop));
+        let onto = fold_onto(cp.into_state(), later, None);
+        assert_eq!(onto.catalogs, whole.catalogs);
+        assert_eq!(onto.left, whole.left);
+    }
+
+    #[test]
+    fn checkpoint_keys_are_not_batches() {
+        let b = object_key(1_700_000_000_000, "abc");
+        let c = checkpoint_key(&b, "t");
+        assert!(is_checkpoint(&c) && !is_batch(&c) && !is_checkpoint(&b));
+        assert_eq!(key_ms(&c), Some(1_700_000_000_000));
+        assert_eq!(key_ms(&b), Some(1_700_000_000_000));
+        assert!(!catalog::is_lake_object(&c));
     }
 
     #[test]

@@ -12,13 +12,18 @@
 //! - [`protected`] is everything a restorable point within the backup
 //!   retention references: the shipped index as of now, plus every object
 //!   that left an index less than the retention ago. GC keeps all of it.
+//! - A checkpoint ([`checkpoint`]) folds only settled batches (named long
+//!   enough ago that none named before can still be on its way), so "every
+//!   batch up to its `upto`" is exact; batches and checkpoints are deleted
+//!   only when a checkpoint at least the retention old covers them, so
+//!   every point within the retention stays restorable.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use lake_shared::cluster::{self, SlotSet};
-use lake_shared::journal::{self, Batch, Entry, State};
+use lake_shared::journal::{self, Batch, Checkpoint, Entry, State};
 use lake_shared::LakeError;
 
 use crate::store::{self, ObjectInfo, Store};
@@ -48,23 +53,25 @@ pub async fn ship(store: &dyn Store, entries: Vec<Entry>) -> Result<String, Lake
     .await
 }
 
-/// Every shipped entry, read from the batches among `listed`.
-pub async fn read(store: &dyn Store, listed: &[ObjectInfo]) -> Result<Shipped, LakeError> {
-    let keys: Vec<String> = listed
+/// Every shipped entry of the batches among `listed` that `want` accepts.
+async fn read_batches(
+    store: &dyn Store,
+    listed: &[ObjectInfo],
+    want: impl Fn(&str) -> bool,
+) -> Result<(usize, Vec<Entry>), LakeError> {
+    let mut keys: Vec<String> = listed
         .iter()
-        .filter(|o| journal::is_batch(&o.key))
+        .filter(|o| journal::is_batch(&o.key) && want(&o.key))
         .map(|o| o.key.clone())
         .collect();
+    keys.sort();
     let batches = keys.len();
     let bodies: Vec<Vec<Entry>> = futures::stream::iter(keys)
         .map(|k| read_batch(store, k))
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect()
         .await?;
-    Ok(Shipped {
-        batches,
-        entries: bodies.into_iter().flatten().collect(),
-    })
+    Ok((batches, bodies.into_iter().flatten().collect()))
 }
 
 async fn read_batch(store: &dyn Store, key: String) -> Result<Vec<Entry>, LakeError> {
@@ -82,6 +89,240 @@ async fn read_batch(store: &dyn Store, key: String) -> Result<Vec<Entry>, LakeEr
         )));
     }
     Ok(b.entries)
+}
+
+/// The shipped index, folded.
+pub struct Loaded {
+    pub state: State,
+    /// The checkpoint it started from.
+    pub checkpoint: Option<String>,
+    /// The newest batch folded in.
+    pub upto: Option<String>,
+    /// Batches read (after the checkpoint).
+    pub batches: usize,
+    pub entries: usize,
+}
+
+/// Folds the backup as of `at_ms` (the newest point when `None`): the
+/// newest checkpoint named at or before it, then every batch after that
+/// checkpoint. A point older than every checkpoint, when the batches
+/// before the oldest are gone, is refused.
+pub async fn load(
+    store: &dyn Store,
+    listed: &[ObjectInfo],
+    at_ms: Option<u64>,
+) -> Result<Loaded, LakeError> {
+    let mut checkpoints: Vec<&str> = listed
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| journal::is_checkpoint(k))
+        .collect();
+    checkpoints.sort();
+    let usable = checkpoints
+        .iter()
+        .rev()
+        .find(|k| at_ms.is_none_or(|t| journal::key_ms(k).is_some_and(|m| m <= t)));
+    let (base, upto) = match usable {
+        Some(key) => {
+            let cp = read_checkpoint(store, key).await?;
+            let upto = cp.upto.clone();
+            (cp.into_state(), Some(upto))
+        }
+        None => {
+            if let (Some(t), Some(oldest)) = (at_ms, checkpoints.first()) {
+                let batches_before = listed.iter().any(|o| {
+                    journal::is_batch(&o.key) && o.key.as_str() <= oldest_upto(oldest).as_str()
+                });
+                if !batches_before {
+                    return Err(LakeError::invalid(format!(
+                        "the backup reaches back to {} ms (its oldest checkpoint); {t} is older than that",
+                        journal::key_ms(oldest).unwrap_or(0)
+                    )));
+                }
+            }
+            (State::default(), None)
+        }
+    };
+    let after = upto.clone();
+    let (batches, entries) =
+        read_batches(store, listed, |k| after.as_deref().is_none_or(|u| k > u)).await?;
+    let newest = listed
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| journal::is_batch(k) && after.as_deref().is_none_or(|u| *k > u))
+        .max()
+        .map(String::from)
+        .or(upto);
+    let n = entries.len();
+    Ok(Loaded {
+        state: journal::fold_onto(base, entries, at_ms),
+        checkpoint: usable.map(|k| k.to_string()),
+        upto: newest,
+        batches,
+        entries: n,
+    })
+}
+
+/// [`load`] from `listed`, listed again and retried when a checkpoint
+/// elsewhere deleted journal objects while they were being read (it only
+/// deletes what a newer checkpoint covers, so a fresh listing has it).
+pub async fn load_fresh(
+    store: &dyn Store,
+    mut listed: Vec<ObjectInfo>,
+    at_ms: Option<u64>,
+) -> Result<(Vec<ObjectInfo>, Loaded), LakeError> {
+    const TRIES: usize = 5;
+    let journal_keys = |l: &[ObjectInfo]| -> Vec<String> {
+        l.iter()
+            .filter(|o| journal::is_batch(&o.key) || journal::is_checkpoint(&o.key))
+            .map(|o| o.key.clone())
+            .collect()
+    };
+    for _ in 1..TRIES {
+        match load(store, &listed, at_ms).await {
+            Ok(l) => return Ok((listed, l)),
+            Err(e) => {
+                let fresh = store.list().await?;
+                let now: HashSet<String> = journal_keys(&fresh).into_iter().collect();
+                if journal_keys(&listed).iter().all(|k| now.contains(k)) {
+                    return Err(e);
+                }
+                listed = fresh;
+            }
+        }
+    }
+    let l = load(store, &listed, at_ms).await?;
+    Ok((listed, l))
+}
+
+/// The batch key a checkpoint key was named after.
+fn oldest_upto(checkpoint: &str) -> String {
+    let name = checkpoint.rsplit_once('/').map_or(checkpoint, |(_, n)| n);
+    let stem = name.split('.').next().unwrap_or(name);
+    format!("{}/{stem}.json", journal::FOLDER)
+}
+
+async fn read_checkpoint(store: &dyn Store, key: &str) -> Result<Checkpoint, LakeError> {
+    let body = store.get(key).await?;
+    let cp: Checkpoint = serde_json::from_slice(&body).map_err(|e| {
+        LakeError::data(format!(
+            "journal checkpoint '{key}' is not readable ({e}); remove it to restore from the batches, if they are still there"
+        ))
+    })?;
+    if cp.v != journal::CHECKPOINT_VERSION {
+        return Err(LakeError::data(format!(
+            "journal checkpoint '{key}' has version {} (this build reads {})",
+            cp.v,
+            journal::CHECKPOINT_VERSION
+        )));
+    }
+    Ok(cp)
+}
+
+/// What one [`checkpoint`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// The checkpoint written, if there were settled batches to fold.
+    pub written: Option<String>,
+    pub batches_folded: usize,
+    /// Batches and checkpoints deleted: older than the backup retention
+    /// and covered by a newer checkpoint.
+    pub deleted: usize,
+}
+
+/// Folds the settled batches (named more than `settle_ms` before `now_ms`:
+/// any batch named earlier is visible by then, since a PUT gives up long
+/// before) into a new checkpoint, then deletes what no point within
+/// `retention_ms` needs: checkpoints before the newest one at least that
+/// old, and the batches it covers. Several sidecars sharing a store may
+/// each do this; every object is created once and deleted only when
+/// covered, so their checkpoints agree.
+pub async fn checkpoint(
+    store: &dyn Store,
+    now_ms: u64,
+    settle_ms: u64,
+    retention_ms: u64,
+) -> Result<CheckpointReport, LakeError> {
+    let listed = store.list().await?;
+    let settled = |k: &str| journal::key_ms(k).is_some_and(|m| m + settle_ms <= now_ms);
+    let mut report = CheckpointReport::default();
+    let newest = listed
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| journal::is_batch(k) && settled(k))
+        .max()
+        .map(String::from);
+    let mut checkpoints: Vec<String> = listed
+        .iter()
+        .filter(|o| journal::is_checkpoint(&o.key))
+        .map(|o| o.key.clone())
+        .collect();
+    if let Some(upto) = newest {
+        let covered = checkpoints
+            .iter()
+            .max()
+            .is_some_and(|c| oldest_upto(c) >= upto);
+        if !covered {
+            let only_settled: Vec<ObjectInfo> = listed
+                .iter()
+                .filter(|o| !journal::is_batch(&o.key) || o.key <= upto)
+                .cloned()
+                .collect();
+            let loaded = load(store, &only_settled, None).await?;
+            let since = now_ms.saturating_sub(retention_ms);
+            let mut state = loaded.state;
+            state.left.retain(|_, t| *t >= since);
+            let cp = Checkpoint {
+                v: journal::CHECKPOINT_VERSION,
+                upto: upto.clone(),
+                // Dropped catalogs too: their last id keeps a drop shipped
+                // again after a failover from clearing what came later.
+                catalogs: state.catalogs,
+                left: state.left,
+            };
+            let body = serde_json::to_vec(&cp)
+                .map_err(|e| LakeError::internal(format!("cannot encode a checkpoint: {e}")))?;
+            let key = store::create(
+                store,
+                || journal::checkpoint_key(&upto, &uuid::Uuid::new_v4().simple().to_string()),
+                body,
+            )
+            .await?;
+            report.batches_folded = loaded.batches;
+            checkpoints.push(key.clone());
+            report.written = Some(key);
+        }
+    }
+    // The base every point within the retention can start from.
+    checkpoints.sort();
+    let cutoff = now_ms.saturating_sub(retention_ms);
+    let Some(base) = checkpoints
+        .iter()
+        .rev()
+        .find(|k| journal::key_ms(k).is_some_and(|m| m <= cutoff))
+        .cloned()
+    else {
+        return Ok(report);
+    };
+    let base_upto = oldest_upto(&base);
+    let doomed: Vec<String> = listed
+        .iter()
+        .map(|o| o.key.clone())
+        .filter(|k| journal::is_batch(k) && *k <= base_upto)
+        .chain(checkpoints.into_iter().filter(|k| *k < base))
+        .collect();
+    for k in &doomed {
+        store.delete(k).await?;
+    }
+    report.deleted = doomed.len();
+    Ok(report)
+}
+
+/// Every shipped entry, read from the batches among `listed` (the whole
+/// history, no checkpoint: for tests and tools that want it raw).
+pub async fn read(store: &dyn Store, listed: &[ObjectInfo]) -> Result<Shipped, LakeError> {
+    let (batches, entries) = read_batches(store, listed, |_| true).await?;
+    Ok(Shipped { batches, entries })
 }
 
 /// What the store holds of the journal.
@@ -179,6 +420,86 @@ mod tests {
         other.insert(cluster::catalog_slot("c").wrapping_add(1) % 16384);
         let p = protected(&state, Some(&other), Duration::from_secs(10), 14_000);
         assert!(p.keys.is_empty());
+    }
+
+    fn entry(cat: &str, id: &str, change: Change) -> Entry {
+        Entry {
+            catalog: cat.into(),
+            id: id.into(),
+            change,
+        }
+    }
+
+    async fn all(store: &dyn Store) -> Loaded {
+        let listed = store.list().await.unwrap();
+        load(store, &listed, None).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_folds_settled_batches_and_restores_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::file::FileStore::open(dir.path().to_str().unwrap()).unwrap();
+        ship(&store, entries()).await.unwrap();
+        ship(&store, vec![entry("d", "3000-0", Change::Drop)])
+            .await
+            .unwrap();
+        let before = all(&store).await.state;
+
+        // Nothing is settled yet: no checkpoint.
+        let r = checkpoint(&store, now_ms(), 60_000, 3_600_000)
+            .await
+            .unwrap();
+        assert_eq!(r, CheckpointReport::default());
+
+        let later = now_ms() + 120_000;
+        let r = checkpoint(&store, later, 60_000, 3_600_000).await.unwrap();
+        assert!(r.written.is_some());
+        assert_eq!((r.batches_folded, r.deleted), (2, 0));
+        let loaded = all(&store).await;
+        assert_eq!(loaded.checkpoint, r.written);
+        assert_eq!(loaded.batches, 0);
+        assert_eq!(loaded.state.catalogs, before.catalogs);
+        // What left an index 5 s after the epoch is older than any
+        // retention: the checkpoint keeps no note of it.
+        assert_eq!(before.left.len(), 1);
+        assert!(loaded.state.left.is_empty());
+        // Again: nothing new to fold.
+        let again = checkpoint(&store, later, 60_000, 3_600_000).await.unwrap();
+        assert_eq!(again.written, None);
+
+        // A batch after the checkpoint is read on top of it.
+        ship(&store, vec![entry("c", "6000-0", Change::Drop)])
+            .await
+            .unwrap();
+        let loaded = all(&store).await;
+        assert_eq!(loaded.batches, 1);
+        assert!(loaded.state.catalogs["c"].is_empty());
+
+        // With no retention, the covered batches and older checkpoints go;
+        // what remains restores the same.
+        let r = checkpoint(&store, now_ms() + 240_000, 60_000, 0)
+            .await
+            .unwrap();
+        assert!(r.written.is_some());
+        assert_eq!(r.deleted, 4, "3 batches and the first checkpoint");
+        let listed = store.list().await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .filter(|o| journal::is_checkpoint(&o.key))
+                .count(),
+            1
+        );
+        assert_eq!(
+            listed.iter().filter(|o| journal::is_batch(&o.key)).count(),
+            0
+        );
+        let loaded = all(&store).await;
+        assert!(loaded.state.catalogs["c"].is_empty());
+        assert_eq!(loaded.state.catalogs["d"].last_id, (3000, 0));
+        // A point before the oldest checkpoint is gone, and says so.
+        let err = load(&store, &listed, Some(1)).await.err().unwrap();
+        assert!(err.message.contains("reaches back"), "{}", err.message);
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use lake_shared::cluster::{self, SlotSet};
 use lake_shared::proto::{Gc, GcRefs, GcReport};
 use lake_shared::segment::{self, Locator};
-use lake_shared::{catalog, journal, LakeError};
+use lake_shared::{catalog, LakeError};
 
 use crate::backup;
 use crate::metrics::Metrics;
@@ -154,8 +154,8 @@ impl Collector {
         let served = g.slots.as_deref().map(SlotSet::from_ranges);
         let (listed, store_now) = self.list_with_store_time().await?;
         let live = g.referenced.iter().collect::<HashSet<_>>().len();
-        let shipped = backup::read(&*self.store, &listed).await?;
-        let state = journal::fold(shipped.entries, None);
+        let (listed, loaded) = backup::load_fresh(&*self.store, listed, None).await?;
+        let state = loaded.state;
         let retention = Duration::from_secs(self.backup_retention_secs.load(Ordering::Relaxed));
         let keep = backup::protected(&state, served.as_ref(), retention, backup::now_ms());
         if live.saturating_mul(2) < keep.shipped_now {

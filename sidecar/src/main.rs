@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use lake_sidecar::{backup, batch, channel, check, gc, http, merge, restore, service, store};
+use lake_sidecar::{
+    backup, batch, channel, check, gc, http, merge, metrics, restore, service, store,
+};
 
 /// Lake sidecar: object store, QuickJS merge engine and snapshots for the
 /// Lake Redis module.
@@ -69,6 +71,16 @@ struct Args {
     /// restore).
     #[arg(long, env = "LAKE_BACKUP_RETENTION_SECS", default_value_t = gc::DEFAULT_BACKUP_RETENTION_SECS)]
     backup_retention_secs: u64,
+    /// How often the shipped journal is folded into a checkpoint, in
+    /// seconds (0: never), so a restore reads one checkpoint and the batches
+    /// after it, and batches older than the backup retention can go.
+    #[arg(long, env = "LAKE_CHECKPOINT_SECS", default_value_t = 600)]
+    checkpoint_secs: u64,
+    /// Batches younger than this (seconds) are left for the next
+    /// checkpoint: one named earlier may still be on its way to the store.
+    /// Keep it above `--s3-timeout-ms`.
+    #[arg(long, env = "LAKE_CHECKPOINT_SETTLE_SECS", default_value_t = 60)]
+    checkpoint_settle_secs: u64,
 }
 
 /// Where objects live and how to reach them (shared by serving and `check`).
@@ -287,6 +299,14 @@ fn run(args: Args) -> Result<(), String> {
             segments,
         );
         service.gc.set_backup_retention(args.backup_retention_secs);
+        if args.checkpoint_secs > 0 {
+            tokio::spawn(checkpoints(
+                service.clone(),
+                Duration::from_secs(args.checkpoint_secs),
+                args.checkpoint_settle_secs * 1000,
+                args.backup_retention_secs.saturating_mul(1000),
+            ));
+        }
         if let Err(e) = service.store.health().await {
             eprintln!("lake-sidecar: warning: {}", e.message);
         }
@@ -375,6 +395,37 @@ fn check(args: CheckArgs) -> i32 {
             0
         }
     })
+}
+
+/// Folds the journal into a checkpoint every `every`, for as long as the
+/// sidecar runs; a failure is logged and tried again next time.
+async fn checkpoints(
+    service: std::sync::Arc<service::Service>,
+    every: Duration,
+    settle_ms: u64,
+    retention_ms: u64,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match backup::checkpoint(&*service.store, backup::now_ms(), settle_ms, retention_ms).await {
+            Ok(r) => {
+                if r.written.is_some() {
+                    metrics::Metrics::inc(&service.metrics.checkpoints_total);
+                }
+                service
+                    .metrics
+                    .journal_objects_deleted_total
+                    .fetch_add(r.deleted as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => eprintln!(
+                "lake-sidecar: journal checkpoint failed (next try in {every:?}): {}",
+                e.message
+            ),
+        }
+    }
 }
 
 /// Runs `lake-sidecar restore`.

@@ -48,6 +48,8 @@ counters! {
     store_puts_total: "Object store PUT requests.",
     journal_batches_total: "Journal batches shipped to the store (index changes of many writes each).",
     journal_entries_total: "Index changes shipped to the store.",
+    checkpoints_total: "Journal checkpoints written (the shipped journal folded into one object).",
+    journal_objects_deleted_total: "Journal batches and checkpoints deleted: covered by a checkpoint older than the backup retention.",
     gc_refusals_total: "LAKE.GC runs refused because the index holds much less than the shipped backup.",
     gc_chunks_total: "Chunks of LAKE.GC referenced sets received (a large index arrives in many bounded chunks).",
     segments_total: "Segment objects stored (one PUT holding many writes).",

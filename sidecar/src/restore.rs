@@ -34,6 +34,8 @@ pub struct Plan {
     pub state: State,
     pub batches: usize,
     pub entries: usize,
+    /// The checkpoint the fold started from.
+    pub checkpoint: Option<String>,
     /// The point restored to (stream-id milliseconds), `None` for newest.
     pub at_ms: Option<u64>,
     /// Per catalog, the newest entry id in the whole journal (a restore to
@@ -44,19 +46,19 @@ pub struct Plan {
 /// Reads the journal and folds it to `at_ms`; checks that every object the
 /// result references is in the store.
 pub async fn plan(store: &dyn Store, at_ms: Option<u64>) -> Result<Plan, LakeError> {
-    let listed = store.list().await?;
-    let shipped = backup::read(store, &listed).await?;
-    let entries = shipped.entries.len();
+    let (listed, loaded) = backup::load_fresh(store, store.list().await?, at_ms).await?;
     let newest_ids = if at_ms.is_some() {
-        let all = journal::fold(shipped.entries.iter().cloned(), None);
-        all.catalogs
+        let (_, all) = backup::load_fresh(store, listed.clone(), None).await?;
+        all.state
+            .catalogs
             .into_iter()
             .map(|(c, s)| (c, s.last_id))
             .collect()
     } else {
         Vec::new()
     };
-    let state = journal::fold(shipped.entries, at_ms);
+    let (state, entries, batches) = (loaded.state, loaded.entries, loaded.batches);
+    let checkpoint = loaded.checkpoint;
     let present: HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
     let mut missing = Vec::new();
     for (cat, cs) in state.live() {
@@ -77,8 +79,9 @@ pub async fn plan(store: &dyn Store, at_ms: Option<u64>) -> Result<Plan, LakeErr
     }
     Ok(Plan {
         state,
-        batches: shipped.batches,
+        batches,
         entries,
+        checkpoint,
         at_ms,
         newest_ids,
     })
@@ -296,7 +299,7 @@ fn redis_err(e: redis::RedisError) -> LakeError {
 /// A human report of a restore.
 pub fn describe(plan: &Plan, report: &Report, dry_run: bool, took: Instant) -> String {
     let mut out = format!(
-        "{} {} catalogs: {} deltas, {} snapshots, from {} journal entries in {} batches ({} shipped twice){}, in {:.2} s\n",
+        "{} {} catalogs: {} deltas, {} snapshots, from {} journal entries in {} batches ({} shipped twice){}{}, in {:.2} s\n",
         if dry_run { "would restore" } else { "restored" },
         report.catalogs,
         report.deltas,
@@ -304,6 +307,10 @@ pub fn describe(plan: &Plan, report: &Report, dry_run: bool, took: Instant) -> S
         plan.entries,
         plan.batches,
         plan.state.duplicates,
+        plan.checkpoint
+            .as_deref()
+            .map(|c| format!(" after checkpoint {c}"))
+            .unwrap_or_default(),
         plan.at_ms
             .map(|t| format!(", as of {t} ms"))
             .unwrap_or_default(),

@@ -514,3 +514,53 @@ fn gc_keeps_what_a_restore_within_the_backup_retention_needs() {
     assert_eq!(r[4], 3, "{r:?}");
     lake.assert_no_crash();
 }
+
+/// Checkpoints fold the journal while writes go on; with no retention the
+/// batches they cover are deleted; a restore reads the newest checkpoint
+/// and the batches after it and finds every acknowledged write.
+#[test]
+fn checkpoints_bound_the_journal_and_restore_the_same() {
+    let lake = Lake::with(Options {
+        store: StoreKind::S3,
+        sidecar_args: [
+            "--checkpoint-secs",
+            "1",
+            "--checkpoint-settle-secs",
+            "2",
+            "--backup-retention-secs",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Options::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = load(&lake, 20, &stop);
+    wait_for(
+        "two checkpoints and deleted batches",
+        Duration::from_secs(60),
+        || {
+            lake.metric("checkpoints_total") >= 2
+                && lake.metric("journal_objects_deleted_total") > 0
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    lake.wait_shipped();
+    flushall(&lake);
+    let report = restore_ok(&lake, &lake.url(), &[]);
+    assert!(report.contains("after checkpoint"), "{report}");
+    let lost = missing(&lake, &acked);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acked writes missing: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    println!("{} acked writes; {report}", acked.len());
+    lake.assert_no_crash();
+}
