@@ -63,6 +63,12 @@ struct Args {
     /// 1,2,4,8,16`, against raw PUTs in the same run.
     #[arg(long, value_delimiter = ',')]
     batch_inflight: Vec<usize>,
+    /// Only measure a restore: at least this many writes over 100
+    /// catalogs on `s3://` (50 clients), shipped, then `FLUSHALL` and
+    /// `lake-sidecar restore` timed (the RTO), with the journal's cost
+    /// (batches per write) printed.
+    #[arg(long)]
+    restore: Option<u64>,
 }
 
 /// The clients count the targets are set at.
@@ -447,8 +453,78 @@ fn batch_inflight(counts: &[usize], secs: f64) {
     }
 }
 
+/// `--restore <n>`: see [`Args::restore`].
+fn restore(n: u64, secs: f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let lake = Lake::with(Options {
+        store: StoreKind::S3,
+        sidecar_args: ["--checkpoint-secs", "0"].map(String::from).to_vec(),
+        ..Options::default()
+    });
+    let value = format!("\"{}\"", "x".repeat(1022));
+    let mut written = 0;
+    let mut phases = Vec::new();
+    while written < n {
+        let v = value.clone();
+        let w = gen(move |c, i| {
+            let cat = format!("rc/{}", (c as u64 + i) % 100);
+            let field = format!("f{c}.n{i}");
+            encode(&[
+                b"LAKE.WRITE",
+                cat.as_bytes(),
+                field.as_bytes(),
+                v.as_bytes(),
+            ])
+        });
+        let s = rt.block_on(load::run(lake.port, TARGET_CLIENTS, secs, w));
+        written += s.ops;
+        phases.push(s.rps);
+    }
+    lake.wait_shipped();
+    let batches = lake.journal_batches().len();
+    let mut con = lake.con();
+    let _: () = lake_tests::redis::cmd("FLUSHALL")
+        .query(&mut con)
+        .expect("FLUSHALL");
+    let began = Instant::now();
+    let out = lake.restore(&lake.url(), &[]);
+    let took = began.elapsed().as_secs_f64();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored: u64 = (0..100)
+        .map(|i| {
+            lake_tests::redis::cmd("ZCARD")
+                .arg(format!("catalog:{{rc/{i}}}"))
+                .query::<u64>(&mut con)
+                .expect("ZCARD")
+        })
+        .sum();
+    println!(
+        "| writes | journal batches | batches per write | restored deltas | restore s | deltas/s |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {written} | {batches} | {:.5} | {restored} | {took:.2} | {:.0} |",
+        batches as f64 / written.max(1) as f64,
+        restored as f64 / took
+    );
+    eprintln!("write phases (writes/s): {phases:?}");
+    eprintln!("{}", report.lines().next().unwrap_or_default());
+}
+
 fn main() {
     let mut a = Args::parse();
+    if let Some(n) = a.restore {
+        restore(n, a.secs.max(5.0));
+        return;
+    }
     if let Some(n) = a.plateau {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
