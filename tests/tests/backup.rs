@@ -326,11 +326,12 @@ fn restore_to_a_point_before_a_drop_brings_the_catalog_back() {
 }
 
 #[test]
-fn redis_lost_with_its_disk_mid_load_restores_and_writes_resume_above() {
+fn primary_and_replica_lost_with_their_disks_mid_load_restore_and_writes_resume_above() {
     let mut lake = Lake::with(Options {
         store: StoreKind::S3,
         ..Options::default()
     });
+    let (replica, _) = lake.start_replica();
     let stop = Arc::new(AtomicBool::new(false));
     let writers = load(&lake, 8, &stop);
     let began = Instant::now();
@@ -338,8 +339,9 @@ fn redis_lost_with_its_disk_mid_load_restores_and_writes_resume_above() {
         began.elapsed() > Duration::from_secs(5)
     });
     // No RDB, no AOF: a killed Redis comes back empty, as one whose disk
-    // was lost.
+    // was lost; its replica goes with it.
     lake.kill_redis();
+    drop(replica);
     let killed_at = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let acked: Vec<Acked> = writers
@@ -562,5 +564,49 @@ fn checkpoints_bound_the_journal_and_restore_the_same() {
         &lost[..lost.len().min(5)]
     );
     println!("{} acked writes; {report}", acked.len());
+    lake.assert_no_crash();
+}
+
+/// Entries journaled but not shipped when Redis restarts are in its AOF;
+/// the restarted module finds their streams and ships them.
+#[test]
+fn unshipped_changes_survive_a_redis_restart_from_aof() {
+    let mut lake = Lake::with(Options {
+        store: StoreKind::S3,
+        redis_args: ["--appendonly", "yes", "--appendfsync", "always"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "warm", "x", "1").unwrap();
+    lake.wait_shipped();
+    // Shipping once an hour from now on: what follows stays in the streams.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lake.ship-interval-ms")
+        .arg(3_600_000)
+        .query(&mut c)
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let (uuid, stamp) = write(&mut c, "aof", &format!("f{i}"), "1").unwrap();
+        acked.push((
+            "aof".to_string(),
+            format!("f{i}:{uuid}"),
+            stamp,
+            Instant::now(),
+        ));
+    }
+    let len: i64 = redis::cmd("XLEN")
+        .arg(catalog::journal_key("aof"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(len, 20, "nothing shipped yet");
+    lake.restart_redis();
+    lake.wait_shipped();
+    flushall(&lake);
+    restore_ok(&lake, &lake.url(), &[]);
+    assert!(missing(&lake, &acked).is_empty());
     lake.assert_no_crash();
 }
