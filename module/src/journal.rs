@@ -24,7 +24,7 @@
 //! - The stream stays (empty) after its entries are shipped: its last id
 //!   keeps the catalog's ids increasing across `DROP` and a clock step back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ pub const MAX_ENTRIES: usize = 10_000;
 const TICK: Duration = Duration::from_millis(50);
 /// Keys one `SCAN` page looks at.
 const SCAN_KEYS: &str = "1000";
+/// Complete `SCAN` cycles remembered (see [`shipped_since`]).
+const CYCLES_KEPT: usize = 64;
 /// `SCAN` pages one tick reads when asked to ship soon.
 const SCAN_PAGES_SOON: usize = 20;
 
@@ -83,9 +85,9 @@ struct Shipper {
     caught_up: Option<Instant>,
     /// When the `SCAN` cycle under way began.
     cycle_began: Option<Instant>,
-    /// The last complete `SCAN` cycle: when it began and ended. Every
-    /// stream that held entries when it began was found by its end.
-    cycle: Option<(Instant, Instant)>,
+    /// The last complete `SCAN` cycles: when each began and ended. Every
+    /// stream that held entries when one began was found by its end.
+    cycles: VecDeque<(Instant, Instant)>,
 }
 
 static SHIPPER: Mutex<Shipper> = Mutex::new(Shipper {
@@ -98,7 +100,7 @@ static SHIPPER: Mutex<Shipper> = Mutex::new(Shipper {
     new_error: None,
     caught_up: None,
     cycle_began: None,
-    cycle: None,
+    cycles: VecDeque::new(),
 });
 
 pub fn enabled() -> bool {
@@ -144,10 +146,9 @@ pub fn shipped_since(t: Instant) -> bool {
     SHIPPER
         .lock()
         .map(|s| {
-            s.cycle.is_some_and(|(began, ended)| {
-                began >= t
-                    && ((s.dirty.is_empty() && s.flight.is_none())
-                        || s.caught_up.is_some_and(|c| c >= ended))
+            let drained = s.dirty.is_empty() && s.flight.is_none();
+            s.cycles.iter().any(|(began, ended)| {
+                *began >= t && (drained || s.caught_up.is_some_and(|c| c >= *ended))
             })
         })
         .unwrap_or(false)
@@ -408,7 +409,10 @@ fn discover(ctx: &Context, s: &mut Shipper) -> bool {
     let ended = s.cursor.is_empty();
     if ended {
         if let Some(began) = s.cycle_began.take() {
-            s.cycle = Some((began, Instant::now()));
+            if s.cycles.len() == CYCLES_KEPT {
+                s.cycles.pop_front();
+            }
+            s.cycles.push_back((began, Instant::now()));
         }
     }
     let RedisValue::Array(keys) = keys else {

@@ -331,6 +331,37 @@ pub struct Shipped {
     pub entries: Vec<Entry>,
 }
 
+/// The objects `state`'s index references, for the catalogs in `served`
+/// (every catalog when `None`).
+pub fn indexed(state: &State, served: Option<&SlotSet>) -> HashSet<String> {
+    let ours = |cat: &str| served.is_none_or(|s| s.contains(cluster::catalog_slot(cat)));
+    state
+        .live()
+        .filter(|(c, _)| ours(c))
+        .flat_map(|(cat, cs)| cs.objects(cat))
+        .collect()
+}
+
+/// Of the objects the shipped index referenced both when a GC walk began
+/// (`then`) and now, those the live index (`live`) does not: an index
+/// that lost them lost data (a legitimate removal is shipped by now, and
+/// what was indexed during the walk is not in `then`). Counts: missing,
+/// and referenced throughout.
+pub fn missing_from(
+    live: &HashSet<&String>,
+    then: &State,
+    now: &State,
+    served: Option<&SlotSet>,
+) -> (usize, usize) {
+    let now = indexed(now, served);
+    let throughout: Vec<String> = indexed(then, served)
+        .into_iter()
+        .filter(|k| now.contains(k))
+        .collect();
+    let missing = throughout.iter().filter(|k| !live.contains(k)).count();
+    (missing, throughout.len())
+}
+
 /// What GC must keep for the backup's sake, for the catalogs in `served`
 /// (every catalog when `None`).
 pub struct Protected {
@@ -348,10 +379,7 @@ pub fn protected(
     now_ms: u64,
 ) -> Protected {
     let ours = |cat: &str| served.is_none_or(|s| s.contains(cluster::catalog_slot(cat)));
-    let mut keys = HashSet::new();
-    for (cat, cs) in state.live().filter(|(c, _)| ours(c)) {
-        keys.extend(cs.objects(cat));
-    }
+    let mut keys = indexed(state, served);
     let shipped_now = keys.len();
     let since = now_ms.saturating_sub(retention.as_millis() as u64);
     for (key, left) in &state.left {
@@ -411,6 +439,21 @@ mod tests {
         assert!(p.keys.contains(&catalog::delta_object("c", U1)));
         let p = protected(&state, None, Duration::from_secs(10), 16_000);
         assert!(!p.keys.contains(&catalog::delta_object("c", U1)));
+    }
+
+    #[test]
+    fn missing_counts_only_what_the_backup_held_throughout() {
+        let then = journal::fold(entries()[..2].to_vec(), None);
+        let now = journal::fold(entries(), None);
+        let k2 = catalog::delta_object("c", U2);
+        // U1 was removed during the walk (shipped since): not a loss.
+        let live: HashSet<&String> = [&k2].into_iter().collect();
+        assert_eq!(missing_from(&live, &then, &now, None), (0, 1));
+        // An empty index (FLUSHALL) misses everything held throughout.
+        assert_eq!(missing_from(&HashSet::new(), &then, &now, None), (1, 1));
+        // What was indexed during the walk is no loss either.
+        let empty = State::default();
+        assert_eq!(missing_from(&HashSet::new(), &empty, &now, None), (0, 0));
     }
 
     #[test]

@@ -60,6 +60,10 @@ const GC_SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(600)
 /// with `.`); a probe is deleted right after the listing that reads it.
 const GC_PROBE_FOLDER: &str = ".lake-gc";
 
+/// How much earlier than the walk's start (by the sidecar's clock) the
+/// backup is read for the comparison, for a Redis clock slightly ahead.
+const WALK_CLOCK_MARGIN_MS: u64 = 1000;
+
 /// The default backup retention: a day, as Litestream keeps by default.
 pub const DEFAULT_BACKUP_RETENTION_SECS: u64 = 86_400;
 
@@ -153,16 +157,32 @@ impl Collector {
         }
         let served = g.slots.as_deref().map(SlotSet::from_ranges);
         let (listed, store_now) = self.list_with_store_time().await?;
-        let live = g.referenced.iter().collect::<HashSet<_>>().len();
+
         let (listed, loaded) = backup::load_fresh(&*self.store, listed, None).await?;
         let state = loaded.state;
         let retention = Duration::from_secs(self.backup_retention_secs.load(Ordering::Relaxed));
-        let keep = backup::protected(&state, served.as_ref(), retention, backup::now_ms());
-        if live.saturating_mul(2) < keep.shipped_now {
+        let now = backup::now_ms();
+        let keep = backup::protected(&state, served.as_ref(), retention, now);
+        // Compared with the backup both as of the walk's start (less a
+        // second for clocks) and now: see `backup::missing_from`. With a
+        // retention shorter than the walk, the start may be gone: then
+        // only now is the measure.
+        let began = now.saturating_sub(since_began.as_millis() as u64 + WALK_CLOCK_MARGIN_MS);
+        let then = match backup::load_fresh(&*self.store, listed.clone(), Some(began)).await {
+            Ok((_, then)) => Some(then.state),
+            Err(_) => None,
+        };
+        let live: HashSet<&String> = g.referenced.iter().collect();
+        let (missing, throughout) = backup::missing_from(
+            &live,
+            then.as_ref().unwrap_or(&state),
+            &state,
+            served.as_ref(),
+        );
+        if missing > 0 && missing.saturating_mul(2) >= throughout {
             Metrics::inc(&self.metrics.gc_refusals_total);
             return Err(LakeError::invalid(format!(
-                "GC refused: the index references {live} objects, the shipped backup {} for the same catalogs; Redis may have lost its data (FLUSHALL, a lost primary and replica, a bad restore). Restore it (lake-sidecar restore --redis ...) before collecting; nothing was deleted",
-                keep.shipped_now
+                "GC refused: {missing} of the {throughout} objects the shipped backup says this node's catalogs reference are not in the index; Redis may have lost its data (FLUSHALL, a lost primary and replica, a bad restore). Restore it (lake-sidecar restore --redis ...) before collecting; nothing was deleted"
             )));
         }
         g.referenced.extend(keep.keys);
