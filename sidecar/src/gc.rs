@@ -16,8 +16,9 @@
 //!   says every record is of a catalog this node serves; a segment whose
 //!   trailer cannot be read is kept.
 //! - Nothing a restorable point within the backup retention references is
-//!   deleted ([`backup::protected`]), and an index much smaller than the
-//!   shipped backup (Redis lost its data) makes GC refuse outright.
+//!   deleted ([`backup::protected`]), and an index missing half or more of
+//!   what the shipped backup held throughout the walk (Redis lost its data)
+//!   makes GC refuse outright ([`backup::missing_from`]).
 //! - Sessions are bounded: at most [`MAX_GC_SESSIONS`] open, one idle for
 //!   [`GC_SESSION_IDLE`] dropped.
 
