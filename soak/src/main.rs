@@ -25,14 +25,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Every fault this topology can inject.
-const FAULTS: [&str; 7] = [
+const FAULTS: [&str; 9] = [
     "sidecar-kill",
     "sidecar-stop",
     "store-stop",
+    "store-freeze",
     "client-pause",
     "compact",
     "gc",
     "redis-restart",
+    "failover",
 ];
 
 /// The module's `timeout-ms` in the soak: faults that freeze something
@@ -146,7 +148,7 @@ fn run(args: &Args, seed: u64) -> History {
         let kind = args.faults[rng.random_range(0..args.faults.len())].clone();
         let hold = Duration::from_millis(rng.random_range(500..3000));
         let began = ms(start);
-        inject(&mut lake, &kind, hold, &cats, &mut rng);
+        inject(&mut lake, &replica.url(), &kind, hold, &cats, &mut rng);
         faults.push(Fault {
             kind,
             start: began,
@@ -180,7 +182,14 @@ fn ms(start: Instant) -> u64 {
 }
 
 /// Applies one fault, holds it for `hold`, and heals it.
-fn inject(lake: &mut Lake, kind: &str, hold: Duration, cats: &[String], rng: &mut StdRng) {
+fn inject(
+    lake: &mut Lake,
+    replica: &str,
+    kind: &str,
+    hold: Duration,
+    cats: &[String],
+    rng: &mut StdRng,
+) {
     let mut con = lake.con();
     match kind {
         "sidecar-kill" => {
@@ -197,6 +206,19 @@ fn inject(lake: &mut Lake, kind: &str, hold: Duration, cats: &[String], rng: &mu
             lake.stop_store();
             std::thread::sleep(hold);
             lake.start_store();
+        }
+        "store-freeze" => {
+            lake.signal_store("STOP");
+            std::thread::sleep(hold);
+            lake.signal_store("CONT");
+        }
+        "failover" => {
+            // Coordinated: the primary hands over to its replica once it
+            // caught up (nothing acknowledged may be lost), then back.
+            drop(con);
+            failover(&lake.url(), replica);
+            std::thread::sleep(hold);
+            failover(replica, &lake.url());
         }
         "client-pause" => {
             let _ = redis::cmd("CLIENT")
@@ -227,6 +249,43 @@ fn inject(lake: &mut Lake, kind: &str, hold: Duration, cats: &[String], rng: &mu
             lake.restart_redis();
         }
         _ => {}
+    }
+}
+
+/// `FAILOVER` from the primary at `from` to its replica at `to`, asked
+/// again until `to` is a primary (a failover gives up when the replica
+/// lags).
+fn failover(from: &str, to: &str) {
+    let role = |url: &str| -> String {
+        connect(url)
+            .and_then(|mut c| redis::cmd("ROLE").query::<Vec<redis::Value>>(&mut c).ok())
+            .and_then(|v| match v.first() {
+                Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let port = to.rsplit(':').next().unwrap_or("").trim_end_matches('/');
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while role(to) != "master" {
+        assert!(Instant::now() < deadline, "FAILOVER to {to} never happened");
+        if let Some(mut c) = connect(from) {
+            let _ = redis::cmd("FAILOVER")
+                .arg("TO")
+                .arg("127.0.0.1")
+                .arg(port)
+                .arg("TIMEOUT")
+                .arg(5000)
+                .query::<redis::Value>(&mut c);
+        }
+        let asked = Instant::now();
+        while role(to) != "master" && asked.elapsed() < Duration::from_secs(6) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The old primary follows the new one once it has synced.
+    while role(from) != "slave" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -340,6 +399,9 @@ fn client(
         });
         if lost {
             con = None;
+        } else if matches!(mine.last().map(|o| &o.outcome), Some(Outcome::Definite(_))) {
+            // A client backs off after a refusal, as a real one would.
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     ops.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);

@@ -643,6 +643,18 @@ impl Lake {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// Sends a signal (e.g. "STOP", "CONT") to the S3 server.
+    pub fn signal_store(&self, sig: &str) {
+        let pid = self.s3.as_ref().expect("S3 server running").child.id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} failed");
+    }
+
     /// SIGKILLs the sidecar and reaps it.
     pub fn kill_sidecar(&mut self) {
         if let Some(mut c) = self.sidecar.take() {
