@@ -4,8 +4,9 @@
 //! the final state is read through the warm and a cold sidecar, and the
 //! checker ([`lake_soak::checker`]) judges the recorded history.
 //!
-//! Writes the history (`history.json`), the report (`report.txt`) and the
-//! timeline (`timeline.svg`) to `--out`; exits 1 on any anomaly.
+//! Writes the report (`report.txt`) and the timeline (`timeline.svg`) to
+//! `--out`, and the history (`history.json`) when the run found an anomaly
+//! (or with `--history`); exits 1 on any anomaly.
 //!
 //! Rules of the workload: every append writes a value no other append uses;
 //! an operation whose outcome is unknown (connection lost) is never
@@ -62,6 +63,10 @@ struct Args {
     /// Where the history, report and timeline go.
     #[arg(long, default_value = "target/soak")]
     out: PathBuf,
+    /// Write `history.json` (every operation; about 100 bytes each) even
+    /// when the run found no anomaly.
+    #[arg(long)]
+    history: bool,
 }
 
 fn main() {
@@ -93,10 +98,12 @@ fn main() {
         std::fs::write(&p, body).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
         eprintln!("lake-soak: wrote {} ({} bytes)", p.display(), body.len());
     };
-    write(
-        "history.json",
-        &serde_json::to_vec(&h).expect("history as JSON"),
-    );
+    if args.history || !verdict.anomalies.is_empty() {
+        write(
+            "history.json",
+            &serde_json::to_vec(&h).expect("history as JSON"),
+        );
+    }
     write("report.txt", text.as_bytes());
     write("timeline.svg", report::svg(&h).as_bytes());
     print!("{text}");
