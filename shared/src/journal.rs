@@ -190,6 +190,8 @@ pub struct State {
     pub applied: u64,
     /// Entries seen more than once (shipped again after a failover).
     pub duplicates: u64,
+    /// Entries ignored: not of Lake's shapes (see [`fold_onto`]).
+    pub malformed: u64,
 }
 
 impl State {
@@ -219,6 +221,10 @@ pub fn fold_onto(
     for e in entries {
         let Some(id) = parse_id(&e.id) else { continue };
         if at_ms.is_some_and(|t| id.0 > t) {
+            continue;
+        }
+        if !well_formed(&e) {
+            state.malformed += 1;
             continue;
         }
         if state
@@ -267,6 +273,22 @@ pub fn fold_onto(
         state.catalogs.insert(cat, cs);
     }
     state
+}
+
+/// Whether an entry names a valid catalog and, for an index entry, a
+/// member or uuid of Lake's shapes. The streams are Redis keys anyone with
+/// write access can add to: a restore indexes nothing a read could not
+/// resolve to an object of that catalog.
+fn well_formed(e: &Entry) -> bool {
+    let uuid_ok = |u: &str| catalog::validate_uuid(u).is_ok();
+    catalog::validate(&e.catalog).is_ok()
+        && match &e.change {
+            Change::Delta { member, .. } | Change::Remove { member } => {
+                member::decode(member).is_ok_and(|(_, u)| uuid_ok(u))
+            }
+            Change::Snap { uuid, .. } => uuid_ok(uuid),
+            Change::Drop | Change::Floor { .. } | Change::Retention { .. } => true,
+        }
 }
 
 /// Where checkpoints live: a subfolder of [`FOLDER`] (so no batch key).
@@ -480,6 +502,36 @@ mod tests {
         assert_eq!(key_ms(&c), Some(1_700_000_000_000));
         assert_eq!(key_ms(&b), Some(1_700_000_000_000));
         assert!(!catalog::is_lake_object(&c));
+    }
+
+    #[test]
+    fn entries_not_of_lakes_shapes_are_ignored() {
+        let s = fold(
+            vec![
+                e(
+                    "c",
+                    "1-0",
+                    Change::Delta {
+                        member: "f:../../x".into(),
+                        stamp: 1,
+                    },
+                ),
+                e("../c", "1-0", delta(U1, 1)),
+                e(
+                    "c",
+                    "1-1",
+                    Change::Snap {
+                        uuid: "nope".into(),
+                        covers: 1,
+                    },
+                ),
+                e("c", "2-0", delta(U2, 2)),
+            ],
+            None,
+        );
+        assert_eq!(s.malformed, 3);
+        assert_eq!(s.catalogs.len(), 1);
+        assert_eq!(s.catalogs["c"].deltas.len(), 1);
     }
 
     #[test]

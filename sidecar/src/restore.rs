@@ -299,7 +299,7 @@ fn redis_err(e: redis::RedisError) -> LakeError {
 /// A human report of a restore.
 pub fn describe(plan: &Plan, report: &Report, dry_run: bool, took: Instant) -> String {
     let mut out = format!(
-        "{} {} catalogs: {} deltas, {} snapshots, from {} journal entries in {} batches ({} shipped twice){}{}, in {:.2} s\n",
+        "{} {} catalogs: {} deltas, {} snapshots, from {} journal entries in {} batches ({} shipped twice, {} not of Lake's shapes and ignored){}{}, in {:.2} s\n",
         if dry_run { "would restore" } else { "restored" },
         report.catalogs,
         report.deltas,
@@ -307,6 +307,7 @@ pub fn describe(plan: &Plan, report: &Report, dry_run: bool, took: Instant) -> S
         plan.entries,
         plan.batches,
         plan.state.duplicates,
+        plan.state.malformed,
         plan.checkpoint
             .as_deref()
             .map(|c| format!(" after checkpoint {c}"))
