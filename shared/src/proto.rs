@@ -122,6 +122,11 @@ pub struct Gc {
     /// construction: the grace is counted from the session's start.
     #[serde(default)]
     pub session: Option<u64>,
+    /// When the module's walk began, in Unix ms on the node's clock (the
+    /// clock of journal stream ids): GC compares the index with the shipped
+    /// backup as of then.
+    #[serde(default)]
+    pub began_ms: Option<u64>,
 }
 
 /// One bounded chunk of a GC session's referenced set; the first chunk of a
@@ -416,6 +421,7 @@ mod tests {
                 dry_run: true,
                 slots: None,
                 session: None,
+                began_ms: None,
             }),
             b"x",
         );

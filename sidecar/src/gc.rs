@@ -61,10 +61,6 @@ const GC_SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(600)
 /// with `.`); a probe is deleted right after the listing that reads it.
 const GC_PROBE_FOLDER: &str = ".lake-gc";
 
-/// How much earlier than the walk's start (by the sidecar's clock) the
-/// backup is read for the comparison, for a Redis clock slightly ahead.
-const WALK_CLOCK_MARGIN_MS: u64 = 1000;
-
 /// The default backup retention: a day, as Litestream keeps by default.
 pub const DEFAULT_BACKUP_RETENTION_SECS: u64 = 86_400;
 
@@ -164,11 +160,14 @@ impl Collector {
         let retention = Duration::from_secs(self.backup_retention_secs.load(Ordering::Relaxed));
         let now = backup::now_ms();
         let keep = backup::protected(&state, served.as_ref(), retention, now);
-        // Compared with the backup both as of the walk's start (less a
-        // second for clocks) and now: see `backup::missing_from`. With a
-        // retention shorter than the walk, the start may be gone: then
-        // only now is the measure.
-        let began = now.saturating_sub(since_began.as_millis() as u64 + WALK_CLOCK_MARGIN_MS);
+        // Compared with the backup both as of the walk's start (on the
+        // node's clock, which stamps the journal's ids; else this one's)
+        // and now: see `backup::missing_from`. With a retention shorter
+        // than the walk, the start may be gone: then only now is the
+        // measure.
+        let began = g
+            .began_ms
+            .unwrap_or_else(|| now.saturating_sub(since_began.as_millis() as u64));
         let then = match backup::load_fresh(&*self.store, listed.clone(), Some(began)).await {
             Ok((_, then)) => Some(then.state),
             Err(_) => None,

@@ -69,6 +69,9 @@ struct Current {
 
 struct Walk {
     session: u64,
+    /// When the walk began, in Unix ms on this node's clock (the clock of
+    /// the journal's stream ids).
+    began_ms: u64,
     bc: Blocked,
     grace: u64,
     dry_run: bool,
@@ -134,6 +137,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     }
     *walk = Some(Walk {
         session: uuid::Uuid::new_v4().as_u64_pair().0,
+        began_ms: (lake_shared::stamp::now_us() / 1000).max(0) as u64,
         bc: Blocked::new(ctx)?,
         grace,
         dry_run,
@@ -378,6 +382,7 @@ fn send_chunk(w: &Walk, refs: Vec<String>) {
 fn finish(ctx: &Context, w: Walk) {
     let Walk {
         session,
+        began_ms,
         bc,
         grace,
         dry_run,
@@ -418,6 +423,7 @@ fn finish(ctx: &Context, w: Walk) {
             dry_run,
             slots: slots.map(|s| s.ranges()),
             session: Some(session),
+            began_ms: Some(began_ms),
         }),
         Box::new(move |res| {
             bc.finish(Box::new(move |_| match res? {
