@@ -47,15 +47,16 @@ faults: deps
 test: test-deps build faults $(MOTO) compose-check
 	$(CARGO) test --release --workspace --locked
 	target/release/lake-bench --quick --out target/bench/quick.json > /dev/null
-	target/release/lake-soak --secs $(SOAK_SHORT_SECS) --out target/soak/short
+	scripts/soak.sh $(SOAK_SHORT_SECS) target/soak/short
 
-# The nemesis soak at length: random faults on a printed seed, a
-# list-append history checker; report, history and timeline.svg in
-# target/soak/long (`SOAK_SECS=600 make soak` for a shorter one).
+# The nemesis soak at length, standalone and 3+3 cluster side by side:
+# random faults on a printed seed, a list-append history checker; report,
+# history and timeline.svg in target/soak/long/<topology>
+# (`SOAK_SECS=600 make soak` for a shorter one).
 SOAK_SECS ?= 1800
 SOAK_SHORT_SECS ?= 150
 soak: build
-	target/release/lake-soak --secs $(SOAK_SECS) --out target/soak/long
+	scripts/soak.sh $(SOAK_SECS) target/soak/long
 
 # The command fuzzer at length (`make test` runs 3,000 commands); a seed
 # replays a run: make fuzz LAKE_FUZZ_SEED=123.

@@ -23,9 +23,21 @@ pub enum Outcome {
 }
 
 /// Error prefixes that mean a write was not indexed (README, Errors).
-/// `LOADING` is Redis's own: a node loading its data refuses every command.
-pub const DEFINITE: [&str; 8] = [
-    "ERR", "LAKEDOWN", "TIMEOUT", "LAKEBUSY", "TRYAGAIN", "READONLY", "LAKEDATA", "LOADING",
+/// `LOADING`, `MOVED`, `ASK` and `CLUSTERDOWN` are Redis's own refusals
+/// before a command runs (a node loading its data; a cluster node that
+/// does not serve the slot, or no slot while the cluster is down).
+pub const DEFINITE: [&str; 11] = [
+    "ERR",
+    "LAKEDOWN",
+    "TIMEOUT",
+    "LAKEBUSY",
+    "TRYAGAIN",
+    "READONLY",
+    "LAKEDATA",
+    "LOADING",
+    "MOVED",
+    "ASK",
+    "CLUSTERDOWN",
 ];
 
 /// The outcome of an error reply or a client error, by its text.

@@ -58,6 +58,12 @@ pub fn text(h: &History, v: &Verdict, replay: &str) -> String {
         "\nacknowledged writes lost to faults that may lose them (no replica had confirmed them): {}",
         v.allowed_losses
     );
+    let _ = writeln!(
+        out,
+        "reads that saw such writes, completed within {} ms before a primary was killed: {}",
+        crate::checker::LOSS_WINDOW_MS,
+        v.excused_reads
+    );
     let by = v.by_kind();
     let _ = writeln!(out, "anomalies: {}", v.anomalies.len());
     for (kind, found) in &by {

@@ -45,6 +45,19 @@ pub struct Node {
     sidecar: Option<Child>,
 }
 
+/// How every node of a cluster is started (kept to restart one).
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    /// The module's `timeout-ms`.
+    pub timeout_ms: u64,
+    /// Each sidecar on its own `local://` directory (a wrong deployment)
+    /// instead of the shared bucket.
+    pub local: bool,
+    pub sidecar_args: Vec<String>,
+    /// More module arguments (`snapshot-every 16`).
+    pub module_args: Vec<String>,
+}
+
 impl Node {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
@@ -65,8 +78,9 @@ impl Node {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
-    s3: Child,
+    s3: Option<Child>,
     pub s3_port: u16,
+    spec: Spec,
     rt: tokio::runtime::Runtime,
     s3_client: aws_sdk_s3::Client,
 }
@@ -76,8 +90,7 @@ impl Drop for Cluster {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
-        let _ = self.s3.kill();
-        let _ = self.s3.wait();
+        self.stop_store();
         if std::thread::panicking() {
             for n in &self.nodes {
                 let log = n.log();
@@ -108,81 +121,51 @@ impl Cluster {
         local: bool,
         sidecar_args: &[&str],
     ) -> Cluster {
+        Cluster::start_spec(
+            primaries,
+            replicas,
+            Spec {
+                timeout_ms,
+                local,
+                sidecar_args: sidecar_args.iter().map(|a| a.to_string()).collect(),
+                module_args: Vec::new(),
+            },
+        )
+    }
+
+    /// `primaries` primaries with `replicas` replicas each, every node
+    /// started as `spec` says.
+    pub fn start_spec(primaries: usize, replicas: usize, spec: Spec) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("lake-cluster-")
             .tempdir()
             .expect("tempdir");
-        let s3_port = crate::free_port();
-        let s3 = s3_test_server(&dir.path().join("s3root"), s3_port)
-            .stdout(log_to(&dir.path().join("s3.log")))
-            .stderr(log_to(&dir.path().join("s3.log")))
-            .spawn()
-            .expect("spawn lake-s3-test-server");
-        wait_for("the S3 server", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", s3_port)).is_ok()
-        });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
+        let s3_port = crate::free_port();
         let mut c = Cluster {
             nodes: Vec::new(),
-            s3,
+            s3: None,
             s3_port,
+            spec,
             rt,
             s3_client: s3_client(s3_port),
             dir,
         };
+        c.start_store();
         for i in 0..primaries * (1 + replicas) {
             let port = cluster_port();
             let ndir = c.dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&ndir).expect("node dir");
-            let socket = ndir.join("lake.sock");
-            let store = if local {
-                format!("local://{}", ndir.join("objects").display())
-            } else {
-                format!("s3://{}/{}", crate::BUCKET, crate::PREFIX)
-            };
-            let side = sidecar(&socket, &store, Some(s3_port))
-                .args(sidecar_args)
-                .stdout(log_to(&ndir.join("sidecar.log")))
-                .stderr(log_to(&ndir.join("sidecar.log")))
-                .spawn()
-                .expect("spawn lake-sidecar");
-            wait_for("a sidecar socket", Duration::from_secs(20), || {
-                std::os::unix::net::UnixStream::connect(&socket).is_ok()
-            });
-            let redis = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "3000"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--repl-diskless-sync-delay", "0"])
-                .arg("--dir")
-                .arg(&ndir)
-                .arg("--loadmodule")
-                .arg(target_dir().join("liblake.so"))
-                .arg("socket")
-                .arg(&socket)
-                .args(["timeout-ms", &timeout_ms.to_string()])
-                .stdout(log_to(&ndir.join("redis.log")))
-                .stderr(log_to(&ndir.join("redis.log")))
-                .spawn()
-                .expect("spawn redis-server");
             c.nodes.push(Node {
                 port,
                 dir: ndir,
-                redis: Some(redis),
-                sidecar: Some(side),
+                redis: None,
+                sidecar: None,
             });
-        }
-        for n in &c.nodes {
-            let url = n.url();
-            wait_for("a node to answer PING", Duration::from_secs(20), || {
-                redis::Client::open(url.as_str())
-                    .and_then(|cl| cl.get_connection())
-                    .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con))
-                    .is_ok()
-            });
+            c.start_node(i);
         }
         let addrs: Vec<String> = c
             .nodes
@@ -237,6 +220,106 @@ impl Cluster {
         );
     }
 
+    /// Starts the shared S3 server (again, on its port and data after a
+    /// stop).
+    pub fn start_store(&mut self) {
+        assert!(self.s3.is_none(), "store already running");
+        let log = self.dir.path().join("s3.log");
+        self.s3 = Some(
+            s3_test_server(&self.dir.path().join("s3root"), self.s3_port)
+                .stdout(log_to(&log))
+                .stderr(log_to(&log))
+                .spawn()
+                .expect("spawn lake-s3-test-server"),
+        );
+        let port = self.s3_port;
+        wait_for("the S3 server", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Kills the shared S3 server.
+    pub fn stop_store(&mut self) {
+        if let Some(mut c) = self.s3.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to the shared S3 server.
+    pub fn signal_store(&self, sig: &str) {
+        let pid = self.s3.as_ref().expect("store running").id();
+        signal(pid, sig);
+    }
+
+    /// Starts node `i`'s sidecar and waits until its socket answers.
+    pub fn start_sidecar(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        assert!(n.sidecar.is_none(), "sidecar {i} already running");
+        let socket = n.dir.join("lake.sock");
+        let store = if self.spec.local {
+            format!("local://{}", n.dir.join("objects").display())
+        } else {
+            self.store_url()
+        };
+        let log = n.dir.join("sidecar.log");
+        let side = sidecar(&socket, &store, Some(self.s3_port))
+            .args(&self.spec.sidecar_args)
+            .stdout(log_to(&log))
+            .stderr(log_to(&log))
+            .spawn()
+            .expect("spawn lake-sidecar");
+        self.nodes[i].sidecar = Some(side);
+        wait_for("a sidecar socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+    }
+
+    /// SIGKILLs node `i`'s sidecar.
+    pub fn kill_sidecar(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].sidecar.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` (its sidecar, then Redis with the module; a node
+    /// started again keeps its `nodes.conf`, so it rejoins the cluster) and
+    /// waits until it answers `PING`.
+    pub fn start_node(&mut self, i: usize) {
+        if self.nodes[i].sidecar.is_none() {
+            self.start_sidecar(i);
+        }
+        let n = &mut self.nodes[i];
+        assert!(n.redis.is_none(), "node {i} already running");
+        let log = n.dir.join("redis.log");
+        let redis = Command::new("redis-server")
+            .args(["--port", &n.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "3000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(&n.dir)
+            .arg("--loadmodule")
+            .arg(target_dir().join("liblake.so"))
+            .arg("socket")
+            .arg(n.dir.join("lake.sock"))
+            .args(["timeout-ms", &self.spec.timeout_ms.to_string()])
+            .args(&self.spec.module_args)
+            .stdout(log_to(&log))
+            .stderr(log_to(&log))
+            .spawn()
+            .expect("spawn redis-server");
+        n.redis = Some(redis);
+        let url = n.url();
+        wait_for("a node to answer PING", Duration::from_secs(20), || {
+            redis::Client::open(url.as_str())
+                .and_then(|cl| cl.get_connection())
+                .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con))
+                .is_ok()
+        });
+    }
+
     pub fn con(&self, i: usize) -> redis::Connection {
         let con = redis::Client::open(self.nodes[i].url())
             .and_then(|c| c.get_connection())
@@ -258,6 +341,50 @@ impl Cluster {
             .build()
             .and_then(|c| c.get_connection())
             .expect("cluster connection")
+    }
+
+    /// MIGRATEs every key of `slot` from `src` to `dst` (as `redis-cli
+    /// --cluster reshard` does); returns the keys moved.
+    pub fn migrate_keys(&self, slot: u16, src: usize, dst: usize) -> Vec<String> {
+        let mut a = self.con(src);
+        let mut moved = Vec::new();
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut a)
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                return moved;
+            }
+            let ok: String = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[dst].port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut a)
+                .expect("MIGRATE");
+            assert_eq!(ok, "OK");
+            moved.extend(keys);
+        }
+    }
+
+    /// Moves one slot from `src` to `dst` the way `redis-cli --cluster
+    /// reshard` does: IMPORTING, MIGRATING, MIGRATE of its keys, NODE on
+    /// every primary (replicas refuse SETSLOT and learn it by gossip).
+    pub fn move_slot(&mut self, slot: u16, src: usize, dst: usize) {
+        let (src_id, dst_id) = (self.node_id(src), self.node_id(dst));
+        setslot(&mut self.con(dst), slot, "IMPORTING", &src_id);
+        setslot(&mut self.con(src), slot, "MIGRATING", &dst_id);
+        self.migrate_keys(slot, src, dst);
+        for i in self.primaries() {
+            setslot(&mut self.con(i), slot, "NODE", &dst_id);
+        }
+        self.wait_ok();
     }
 
     /// SIGKILLs node `i`'s Redis and sidecar.
@@ -296,6 +423,24 @@ impl Cluster {
             .collect()
     }
 
+    /// A live node replicating primary `p`.
+    pub fn replica_of(&mut self, p: usize) -> Option<usize> {
+        let id = self.node_id(p);
+        (0..self.nodes.len()).find(|&i| {
+            i != p
+                && self.nodes[i].alive()
+                && redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut self.con(i))
+                    .is_ok_and(|text| {
+                        text.lines().any(|l| {
+                            let f: Vec<&str> = l.split(' ').collect();
+                            f.len() > 3 && f[2].contains("myself") && f[3] == id
+                        })
+                    })
+        })
+    }
+
     /// Sends a signal (`STOP`, `CONT`) to node `i`'s sidecar.
     pub fn signal_sidecar(&self, i: usize, sig: &str) {
         let pid = self.nodes[i]
@@ -303,12 +448,7 @@ impl Cluster {
             .as_ref()
             .expect("sidecar running")
             .id();
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{sig} failed");
+        signal(pid, sig);
     }
 
     /// The live primary serving `slot`.
@@ -387,4 +527,25 @@ impl Cluster {
         );
         assert!(self.nodes[i].alive(), "node {} died", self.nodes[i].port);
     }
+}
+
+/// `kill -<sig> <pid>`.
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// `CLUSTER SETSLOT <slot> <how> <id>` on `con`.
+pub fn setslot(con: &mut redis::Connection, slot: u16, how: &str, id: &str) {
+    let _: String = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(how)
+        .arg(id)
+        .query(con)
+        .expect("SETSLOT");
 }

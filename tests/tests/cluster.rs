@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lake_shared::cluster::catalog_slot;
-use lake_tests::cluster::Cluster;
+use lake_tests::cluster::{setslot, Cluster};
 use lake_tests::{delta_key, err_text, gc, plain_redis, restore, wait_for, write, zrange};
 use redis::ConnectionLike;
 use serde_json::json;
@@ -469,17 +469,7 @@ fn manual_failover_under_write_load_loses_nothing() {
         .into_iter()
         .filter(|c| cluster.owner(catalog_slot(c)) == old)
         .collect();
-    let old_id = cluster.node_id(old);
-    let replica = (0..6)
-        .find(|&i| {
-            let text: String = redis::cmd("CLUSTER")
-                .arg("NODES")
-                .query(&mut cluster.con(i))
-                .unwrap();
-            text.lines()
-                .any(|l| l.contains("myself,slave") && l.contains(&old_id))
-        })
-        .expect("a replica of the primary");
+    let replica = cluster.replica_of(old).expect("a replica of the primary");
     let load = Load::start(&cluster, 16, &cats);
     load.wait_more(300);
     // A manual failover gives up when the replica cannot catch up within
@@ -665,7 +655,7 @@ fn migration_steps_keep_index_writes_with_their_keys() {
     assert!(e.starts_with("TRYAGAIN"), "{e}");
 
     // Move the keys, as redis-cli does: no BUSYKEY, nothing left behind.
-    let keys = migrate_keys(&cluster, slot, src, dst);
+    let keys = cluster.migrate_keys(slot, src, dst);
     assert_eq!(keys.len(), 3, "index, snapshot and journal keys: {keys:?}");
 
     // The in-flight write completes now, on a node its key has left.
@@ -755,61 +745,11 @@ fn concurrent_writes(cluster: &Cluster, i: usize, writes: &[(&str, &str)]) -> Ve
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
-/// `CLUSTER SETSLOT <slot> <how> <id>` on `con`.
-fn setslot(con: &mut redis::Connection, slot: u16, how: &str, id: &str) {
-    let _: String = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg(how)
-        .arg(id)
-        .query(con)
-        .expect("SETSLOT");
-}
-
-/// MIGRATEs every key of `slot` from `src` to `dst` (as `redis-cli
-/// --cluster reshard` does); returns the keys moved.
-fn migrate_keys(cluster: &Cluster, slot: u16, src: usize, dst: usize) -> Vec<String> {
-    let mut a = cluster.con(src);
-    let keys: Vec<String> = redis::cmd("CLUSTER")
-        .arg("GETKEYSINSLOT")
-        .arg(slot)
-        .arg(100)
-        .query(&mut a)
-        .unwrap();
-    if !keys.is_empty() {
-        let moved: String = redis::cmd("MIGRATE")
-            .arg("127.0.0.1")
-            .arg(cluster.nodes[dst].port)
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .query(&mut a)
-            .expect("MIGRATE");
-        assert_eq!(moved, "OK");
-    }
-    keys
-}
-
 fn segment_of(uuid: &str) -> String {
     lake_shared::segment::Locator::from_uuid(uuid)
         .expect("a uuid")
         .expect("a segment record")
         .key()
-}
-
-/// Moves one slot from `src` to `dst` the way `redis-cli --cluster
-/// reshard` does: IMPORTING, MIGRATING, MIGRATE of its keys, NODE everywhere.
-fn move_slot(cluster: &mut Cluster, slot: u16, src: usize, dst: usize) {
-    let (src_id, dst_id) = (cluster.node_id(src), cluster.node_id(dst));
-    setslot(&mut cluster.con(dst), slot, "IMPORTING", &src_id);
-    setslot(&mut cluster.con(src), slot, "MIGRATING", &dst_id);
-    migrate_keys(cluster, slot, src, dst);
-    for i in 0..cluster.nodes.len() {
-        setslot(&mut cluster.con(i), slot, "NODE", &dst_id);
-    }
-    cluster.wait_ok();
 }
 
 /// Segments shared by live, removed, dropped and (after resharding) another
@@ -844,7 +784,7 @@ fn gc_deletes_a_segment_only_when_no_shard_may_need_it() {
     let (seg1, seg2, seg3) = (segment_of(&s1[0]), segment_of(&s2[0]), segment_of(&s3[0]));
 
     let b = (0..3).find(|&i| i != a).unwrap();
-    move_slot(&mut cluster, catalog_slot(&y), a, b);
+    cluster.move_slot(catalog_slot(&y), a, b);
     let dropped: i64 = redis::cmd("LAKE.DROP").arg(&x).query(&mut ca).unwrap();
     assert_eq!(dropped, 3);
     let removed: i64 = redis::cmd("LAKE.REMOVE")
