@@ -18,8 +18,8 @@ pub static SNAPSHOT_COMMITS: AtomicU64 = AtomicU64::new(0);
 pub static COMPACTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Error replies, by kind (index: [`KINDS`]).
-static ERRORS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-const KINDS: [ErrorKind; 8] = [
+static ERRORS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+const KINDS: [ErrorKind; 9] = [
     ErrorKind::Invalid,
     ErrorKind::Unavailable,
     ErrorKind::Timeout,
@@ -27,6 +27,7 @@ const KINDS: [ErrorKind; 8] = [
     ErrorKind::Busy,
     ErrorKind::Retry,
     ErrorKind::ReadOnly,
+    ErrorKind::Conflict,
     ErrorKind::Internal,
 ];
 

@@ -5,7 +5,8 @@
 //! outcome is unknown, `LAKEDATA` the stored data is damaged, `LAKEBUSY` back
 //! off, `TRYAGAIN` retry (the node is paused or its slot is moving: nothing
 //! was applied; cluster clients do this by themselves), `READONLY` send
-//! writes to the primary, `LAKEINTERNAL` report a bug. Redis error replies are built only by
+//! writes to the primary, `CONFLICT` the catalog changed since the stamp a
+//! conditional write named (read again, recompute, retry), `LAKEINTERNAL` report a bug. Redis error replies are built only by
 //! [`LakeError::reply_text`].
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub enum ErrorKind {
     /// This node is a replica (standalone, after a failover); nothing was
     /// applied. Redis's own `READONLY`.
     ReadOnly,
+    /// A conditional write (`IFSTAMP`) found the catalog at another stamp;
+    /// nothing was applied. The message starts with the current stamp.
+    Conflict,
     /// A bug: an invariant of Lake itself was broken.
     Internal,
 }
@@ -45,6 +49,7 @@ impl ErrorKind {
             ErrorKind::Busy => "LAKEBUSY",
             ErrorKind::Retry => "TRYAGAIN",
             ErrorKind::ReadOnly => "READONLY",
+            ErrorKind::Conflict => "CONFLICT",
             ErrorKind::Internal => "LAKEINTERNAL",
         }
     }
@@ -88,6 +93,16 @@ impl LakeError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+    /// `CONFLICT <current> ...`: the catalog is at stamp `current`, not the
+    /// `expected` a conditional write named.
+    pub fn conflict(catalog: &str, current: i64, expected: i64) -> Self {
+        Self::new(
+            ErrorKind::Conflict,
+            format!(
+                "{current} catalog '{catalog}' is at stamp {current}, not {expected}; nothing was indexed"
+            ),
+        )
     }
 
     /// The full text of the Redis error reply: prefix, space, message, on one

@@ -68,6 +68,16 @@ pub(crate) fn catalog_arg(args: &[RedisString], i: usize) -> Result<&str, LakeEr
     Ok(cat)
 }
 
+/// The stamp a catalog's document is at: its newest delta's, or its newest
+/// snapshot's when compaction left no delta after it; 0 when empty. What
+/// `LAKE.READ ... WITHSTAMP` answers and `LAKE.WRITE ... IFSTAMP` compares
+/// (a snapshot commit covers an existing stamp, so it changes nothing).
+pub(crate) fn newest_stamp(ctx: &Context, cat: &str) -> Result<i64, LakeError> {
+    let delta = zset::last_score(ctx, &catalog::index_key(cat))?;
+    let snap = zset::last_score(ctx, &catalog::snap_key(cat))?;
+    Ok(delta.max(snap).unwrap_or(0))
+}
+
 pub(crate) fn check_can_block(ctx: &Context, cmd: &str) -> Result<(), LakeError> {
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {

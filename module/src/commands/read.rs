@@ -13,9 +13,13 @@ use crate::blocked::Blocked;
 use crate::owner::{self, Op};
 use crate::{config, journal, state, stats, zset};
 
-/// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]`.
+/// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]
+/// [WITHSTAMP]`: the document (or the value at the path), nil when the
+/// catalog is empty; with `WITHSTAMP`, `[document, stamp]`, the stamp being
+/// the one the document reflects (what `LAKE.WRITE ... IFSTAMP` compares;
+/// 0 for an empty catalog).
 pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
-    const USAGE: &str = "LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]";
+    const USAGE: &str = "LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP] [WITHSTAMP]";
     if args.len() < 2 {
         return Err(LakeError::invalid(format!(
             "wrong number of arguments: {USAGE}"
@@ -23,6 +27,7 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     }
     let cat = catalog_arg(&args, 1)?;
     let (mut read_path, mut at, mut snap) = (None, None, None);
+    let mut with_stamp = false;
     let mut i = 2;
     while i < args.len() {
         let opt = arg_str(&args[i], "option")?.to_ascii_uppercase();
@@ -47,6 +52,10 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
             }
             "SNAP" | "NOSNAP" => {
                 snap = Some(opt == "SNAP");
+                i += 1;
+            }
+            "WITHSTAMP" => {
+                with_stamp = true;
                 i += 1;
             }
             _ => {
@@ -90,9 +99,15 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
             stamp: e.score,
         });
     }
+    let stamp = deltas
+        .last()
+        .map(|d| d.stamp)
+        .or(base.as_ref().map(|b| b.covers))
+        .unwrap_or(0);
     if base.is_none() && deltas.is_empty() {
-        return Ok(RedisValue::Null);
+        return Ok(stamped(RedisValue::Null, with_stamp.then_some(stamp)));
     }
+    let with_stamp = with_stamp.then_some(stamp);
 
     let fence = read_fence(ctx, cat)?;
     let every = config::snapshot_every();
@@ -122,9 +137,17 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
             // A plain answer is replied from here, off the main thread; a
             // snapshot to commit (SNAP) or an error goes to the main thread.
             let out = match res {
-                Ok(Response::Doc(doc)) if doc.snapshot.is_none() => {
+                Ok(Response::Doc(doc)) if doc.snapshot.is_none() && with_stamp.is_none() => {
                     stats::bump(&stats::READS);
                     return bc.reply_here(doc.json.as_deref().map(RawValue::get));
+                }
+                Ok(Response::Doc(doc)) if doc.snapshot.is_none() => {
+                    let text = doc.json.map(|j| j.get().to_string());
+                    return bc.finish(Box::new(move |_| {
+                        stats::bump(&stats::READS);
+                        let doc = text.map_or(RedisValue::Null, RedisValue::BulkString);
+                        Ok(stamped(doc, with_stamp))
+                    }));
                 }
                 Ok(Response::Doc(doc)) => Ok((doc.snapshot, doc.json.map(|j| j.get().to_string()))),
                 Ok(Response::Error(e)) => Err(e),
@@ -137,13 +160,22 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
                         commit_snapshot(ctx, &cat, s, fence)?;
                     }
                     stats::bump(&stats::READS);
-                    Ok(text.map_or(RedisValue::Null, RedisValue::BulkString))
+                    let doc = text.map_or(RedisValue::Null, RedisValue::BulkString);
+                    Ok(stamped(doc, with_stamp))
                 })),
                 Err(e) => bc.finish(Box::new(move |_| Err(e))),
             }
         }),
     );
     Ok(RedisValue::NoReply)
+}
+
+/// `doc`, or `[doc, stamp]` when the client asked `WITHSTAMP`.
+fn stamped(doc: RedisValue, stamp: Option<i64>) -> RedisValue {
+    match stamp {
+        Some(s) => RedisValue::Array(vec![doc, RedisValue::Integer(s)]),
+        None => doc,
+    }
 }
 
 /// Commits a background snapshot the sidecar announced. Lock held.

@@ -7,17 +7,24 @@ use lake_shared::proto::{Put, Request, Response};
 use lake_shared::{catalog, member, mode, path, stamp, LakeError};
 use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 
-use super::{arg_str, catalog_arg, check_can_block, unexpected, zadd};
+use super::{arg_str, catalog_arg, check_can_block, newest_stamp, unexpected, zadd};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
 use crate::{config, journal, state, stats, zset};
 
-/// `LAKE.WRITE <catalog> <field> <json> [MODE <mode>]` -> `[uuid, stamp]`.
+const USAGE: &str =
+    "LAKE.WRITE <catalog> <field> <json> [MODE SET|INSERT|REPLACE|MERGE|<custom>] [IFSTAMP <stamp>]";
+
+/// `LAKE.WRITE <catalog> <field> <json> [MODE <mode>] [IFSTAMP <stamp>]`
+/// -> `[uuid, stamp]`. With `IFSTAMP`, the delta is indexed only if the
+/// catalog's newest stamp ([`newest_stamp`]) is still `<stamp>` when it
+/// commits (checked in the same main-thread step as the `ZADD`, so of two
+/// racing writers naming one stamp at most one wins); else `CONFLICT`.
 pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
-    if args.len() != 4 && args.len() != 6 {
-        return Err(LakeError::invalid(
-            "wrong number of arguments: LAKE.WRITE <catalog> <field> <json> [MODE SET|INSERT|REPLACE|MERGE|<custom>]",
-        ));
+    if args.len() < 4 || !args.len().is_multiple_of(2) {
+        return Err(LakeError::invalid(format!(
+            "wrong number of arguments: {USAGE}"
+        )));
     }
     let cat = catalog_arg(&args, 1)?;
     let field = arg_str(&args[2], "field")?;
@@ -30,16 +37,31 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
             max_value
         )));
     }
-    let mode = if args.len() == 6 {
-        if !arg_str(&args[4], "option")?.eq_ignore_ascii_case("MODE") {
-            return Err(LakeError::invalid(
-                "syntax error: expected MODE <mode> after the value",
-            ));
+    let (mut mode, mut if_stamp) = (None, None);
+    for pair in args[4..].chunks(2) {
+        let opt = arg_str(&pair[0], "option")?.to_ascii_uppercase();
+        match opt.as_str() {
+            "MODE" if mode.is_none() => mode = Some(mode::parse(arg_str(&pair[1], "mode")?)?),
+            "IFSTAMP" if if_stamp.is_none() => {
+                let s = arg_str(&pair[1], "IFSTAMP")?;
+                if_stamp = Some(s.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
+                    LakeError::invalid(format!(
+                        "IFSTAMP needs a stamp (an integer >= 0; 0 for an empty catalog), got '{s}'"
+                    ))
+                })?);
+            }
+            _ => {
+                return Err(LakeError::invalid(format!(
+                    "syntax error near '{opt}' (each option at most once): {USAGE}"
+                )))
+            }
         }
-        mode::parse(arg_str(&args[5], "mode")?)?
-    } else {
-        "set".to_string()
-    };
+    }
+    let mode = mode.unwrap_or_else(|| "set".to_string());
+    if let Some(expected) = if_stamp {
+        // Fail fast: no object stored for a write that cannot win.
+        check_stamp(ctx, cat, expected)?;
+    }
     check_can_block(ctx, "LAKE.WRITE")?;
     let access = owner::check_command(ctx, cat, Op::Write)?;
     let client = state::client()?;
@@ -66,6 +88,9 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
                 Ok(()) => bc.commit(Box::new(move |ctx| {
                     check_shared_store(ctx)?;
                     owner::check_delta_commit(ctx, &cat, access)?;
+                    if let Some(expected) = if_stamp {
+                        check_stamp(ctx, &cat, expected)?;
+                    }
                     let stamp = commit_delta(ctx, &cat, &member::encode(&field, &s.uuid))?;
                     stats::bump(&stats::WRITES);
                     Ok(RedisValue::Array(vec![
@@ -85,6 +110,15 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         }),
     );
     Ok(RedisValue::NoReply)
+}
+
+/// `CONFLICT` unless `cat`'s newest stamp is `expected`. Lock held.
+fn check_stamp(ctx: &Context, cat: &str, expected: i64) -> Result<(), LakeError> {
+    let current = newest_stamp(ctx, cat)?;
+    if current != expected {
+        return Err(LakeError::conflict(cat, current, expected));
+    }
+    Ok(())
 }
 
 /// In a cluster every node must read what any other wrote: a sidecar on
