@@ -137,6 +137,34 @@ commands! {
     [cmd_info, "LAKE.INFO", commands::info, "readonly", 1, 1, 1],
 }
 
+/// `LAKE.MREAD`: its keys are the catalogs, not a trailing `PATH <field>`,
+/// so Redis asks for them through the getkeys API (cluster routing,
+/// `CROSSSLOT`, ACL key patterns) by calling here with a flag set.
+extern "C" fn cmd_mread(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let asks_keys =
+        unsafe { raw::RedisModule_IsKeysPositionRequest }.is_some_and(|f| unsafe { f(ctx) } != 0);
+    if !asks_keys {
+        return command("LAKE.MREAD", commands::mread, ctx, argv, argc);
+    }
+    guard(
+        "LAKE.MREAD keys",
+        || (),
+        || {
+            let args = redis_module::decode_args(ctx, argv, argc);
+            if let Some(at) = unsafe { raw::RedisModule_KeyAtPos } {
+                for pos in commands::mread_keys(&args) {
+                    unsafe { at(ctx, pos as c_int) };
+                }
+            }
+        },
+    );
+    raw::REDISMODULE_OK as c_int
+}
+
 #[cfg(feature = "fault-injection")]
 extern "C" fn cmd_fault(
     ctx: *mut raw::RedisModuleCtx,
@@ -151,8 +179,8 @@ extern "C" fn cmd_fault(
 pub fn register(ctx: &Context) -> Result<(), LakeError> {
     let create = unsafe { raw::RedisModule_CreateCommand }
         .ok_or_else(|| LakeError::internal("RedisModule_CreateCommand is missing"))?;
-    #[allow(unused_mut)]
     let mut table: Vec<(&str, CmdFn, &str, c_int, c_int, c_int)> = COMMANDS.to_vec();
+    table.push(("LAKE.MREAD", cmd_mread, "readonly getkeys-api", 1, -1, 1));
     #[cfg(feature = "fault-injection")]
     table.push(("LAKE.FAULT", cmd_fault, "admin", 0, 0, 0));
     for (name, f, flags, first, last, step) in table {

@@ -68,67 +68,15 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     check_can_block(ctx, "LAKE.READ")?;
     owner::check_command(ctx, cat, Op::Read)?;
 
-    // One execution: newest snapshot at or below AT, then the deltas after it.
-    if let (Some(at), Some(floor)) = (at, read_int(ctx, &catalog::floor_key(cat))?) {
-        if at < floor {
-            return Err(LakeError::invalid(format!(
-                "catalog '{cat}': history before {floor} was compacted (AT {at})"
-            )));
-        }
-    }
-    let max = at.map_or(f64::INFINITY, |s| s as f64);
-    let base = match zset::last_at_or_below(ctx, &catalog::snap_key(cat), max)? {
-        Some(e) => Some(SnapRef {
-            uuid: member::decode_snap(&e.member)?.to_string(),
-            covers: e.score,
-        }),
-        None => None,
+    let plan = plan(ctx, cat, read_path, at, snap)?;
+    let with_stamp = with_stamp.then_some(plan.stamp);
+    let Some(req) = plan.read else {
+        return Ok(stamped(RedisValue::Null, with_stamp));
     };
-    let rows = zset::after(
-        ctx,
-        &catalog::index_key(cat),
-        base.as_ref().map(|b| b.covers),
-        max,
-    )?;
-    let mut deltas = Vec::with_capacity(rows.len());
-    for e in &rows {
-        let (field, uuid) = member::decode(&e.member)?;
-        deltas.push(DeltaRef {
-            uuid: uuid.to_string(),
-            field: field.to_string(),
-            stamp: e.score,
-        });
-    }
-    let stamp = deltas
-        .last()
-        .map(|d| d.stamp)
-        .or(base.as_ref().map(|b| b.covers))
-        .unwrap_or(0);
-    if base.is_none() && deltas.is_empty() {
-        return Ok(stamped(RedisValue::Null, with_stamp.then_some(stamp)));
-    }
-    let with_stamp = with_stamp.then_some(stamp);
-
-    let fence = read_fence(ctx, cat)?;
-    let every = config::snapshot_every();
-    let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
-    let policy = match snap {
-        _ if on_replica => SnapshotPolicy::Never,
-        Some(true) => SnapshotPolicy::Now,
-        Some(false) => SnapshotPolicy::Never,
-        None if every > 0 && deltas.len() >= every => SnapshotPolicy::Background,
-        None => SnapshotPolicy::Never,
-    };
+    let fence = req.fence;
     let client = state::client()?;
     client.check_room()?;
-    let req = Request::Read(Read {
-        catalog: cat.to_string(),
-        path: read_path,
-        base,
-        deltas,
-        snapshot: policy,
-        fence,
-    });
+    let req = Request::Read(req);
     let cat = cat.to_string();
     let bc = Blocked::new(ctx)?;
     client.submit(
@@ -168,6 +116,85 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
         }),
     );
     Ok(RedisValue::NoReply)
+}
+
+/// What one read of a catalog asks the sidecar, taken from the index in
+/// one command execution.
+pub(crate) struct Plan {
+    /// `None` when the catalog holds nothing at or below `AT`.
+    pub read: Option<Read>,
+    /// The stamp the document reflects (0 when empty).
+    pub stamp: i64,
+}
+
+/// The newest snapshot at or below `at`, then the deltas after it, and the
+/// snapshot policy (`snap`: SNAP, NOSNAP, or the `snapshot-every` rule).
+pub(crate) fn plan(
+    ctx: &Context,
+    cat: &str,
+    read_path: Option<String>,
+    at: Option<i64>,
+    snap: Option<bool>,
+) -> Result<Plan, LakeError> {
+    if let (Some(at), Some(floor)) = (at, read_int(ctx, &catalog::floor_key(cat))?) {
+        if at < floor {
+            return Err(LakeError::invalid(format!(
+                "catalog '{cat}': history before {floor} was compacted (AT {at})"
+            )));
+        }
+    }
+    let max = at.map_or(f64::INFINITY, |s| s as f64);
+    let base = match zset::last_at_or_below(ctx, &catalog::snap_key(cat), max)? {
+        Some(e) => Some(SnapRef {
+            uuid: member::decode_snap(&e.member)?.to_string(),
+            covers: e.score,
+        }),
+        None => None,
+    };
+    let rows = zset::after(
+        ctx,
+        &catalog::index_key(cat),
+        base.as_ref().map(|b| b.covers),
+        max,
+    )?;
+    let mut deltas = Vec::with_capacity(rows.len());
+    for e in &rows {
+        let (field, uuid) = member::decode(&e.member)?;
+        deltas.push(DeltaRef {
+            uuid: uuid.to_string(),
+            field: field.to_string(),
+            stamp: e.score,
+        });
+    }
+    let stamp = deltas
+        .last()
+        .map(|d| d.stamp)
+        .or(base.as_ref().map(|b| b.covers))
+        .unwrap_or(0);
+    if base.is_none() && deltas.is_empty() {
+        return Ok(Plan { read: None, stamp });
+    }
+    let fence = read_fence(ctx, cat)?;
+    let every = config::snapshot_every();
+    let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
+    let policy = match snap {
+        _ if on_replica => SnapshotPolicy::Never,
+        Some(true) => SnapshotPolicy::Now,
+        Some(false) => SnapshotPolicy::Never,
+        None if every > 0 && deltas.len() >= every => SnapshotPolicy::Background,
+        None => SnapshotPolicy::Never,
+    };
+    Ok(Plan {
+        read: Some(Read {
+            catalog: cat.to_string(),
+            path: read_path,
+            base,
+            deltas,
+            snapshot: policy,
+            fence,
+        }),
+        stamp,
+    })
 }
 
 /// `doc`, or `[doc, stamp]` when the client asked `WITHSTAMP`.
