@@ -88,7 +88,8 @@ impl Gen {
             10 => self.number(),
             _ => self
                 .pick(&[
-                    "MODE", "PATH", "AT", "SNAP", "COUNT", "-", "+", "$", "(", "*",
+                    "MODE", "PATH", "AT", "SNAP", "COUNT", "IFSTAMP", "WITHSTAMP", "-", "+", "$",
+                    "(", "*",
                 ])
                 .as_bytes()
                 .to_vec(),
@@ -261,12 +262,20 @@ impl Gen {
                     };
                     c.push(m);
                 }
+                if self.chance(20) {
+                    c.push(if self.chance(80) {
+                        b"IFSTAMP".to_vec()
+                    } else {
+                        self.hostile()
+                    });
+                    c.push(self.number());
+                }
             }
             35..=59 => {
                 c.push(b"LAKE.READ".to_vec());
                 c.push(cat);
                 for _ in 0..self.rng.random_range(0..4) {
-                    match self.rng.random_range(0..6) {
+                    match self.rng.random_range(0..7) {
                         0 => {
                             c.push(b"PATH".to_vec());
                             c.push(self.field());
@@ -278,6 +287,7 @@ impl Gen {
                         2 => c.push(b"SNAP".to_vec()),
                         3 => c.push(b"nosnap".to_vec()),
                         4 => c.push(self.hostile()),
+                        5 => c.push(b"WITHSTAMP".to_vec()),
                         _ => c.push(b"AT".to_vec()),
                     }
                 }
@@ -346,7 +356,19 @@ impl Gen {
                     c.push(self.hostile());
                 }
             }
-            90..=91 => {
+            90 => {
+                c.push(b"LAKE.MREAD".to_vec());
+                c.push(cat);
+                for _ in 0..self.rng.random_range(0..5) {
+                    let more = self.catalog();
+                    c.push(more);
+                }
+                if self.chance(30) {
+                    c.push(b"PATH".to_vec());
+                    c.push(self.field());
+                }
+            }
+            91 => {
                 c.push(
                     self.pick(&[&b"LAKE.NOPE"[..], b"lake.write", b"LAKE.READ"])
                         .to_vec(),
@@ -364,6 +386,7 @@ impl Gen {
                     "LAKE.COMPACT",
                     "LAKE.RETENTION",
                     "LAKE.GC",
+                    "LAKE.MREAD",
                 ]);
                 c.push(name.as_bytes().to_vec());
                 c.push(cat);
