@@ -1,8 +1,8 @@
 //! Every function Redis calls into: the `LAKE.*` command handlers, the
-//! blocked-client reply and free callbacks, the before-sleep hook and its
-//! wake-up, the compaction and `LAKE.GC` timers and the `INFO lake`
-//! callback. Each runs
-//! behind [`guard`].
+//! blocked-client reply and free callbacks (sidecar waits and
+//! `LAKE.CHANGES` followers), the zset keyspace-event hook, the
+//! before-sleep hook and its wake-up, the compaction and `LAKE.GC` timers
+//! and the `INFO lake` callback. Each runs behind [`guard`].
 //!
 //! Why one place: since Rust 1.81 a panic that unwinds out of an
 //! `extern "C"` function aborts the process, and here the process is
@@ -135,6 +135,7 @@ commands! {
     [cmd_compact, "LAKE.COMPACT", commands::compact, "write", 1, 1, 1],
     [cmd_retention, "LAKE.RETENTION", commands::set_retention, "write", 1, 1, 1],
     [cmd_info, "LAKE.INFO", commands::info, "readonly", 1, 1, 1],
+    [cmd_changes, "LAKE.CHANGES", commands::changes, "readonly", 1, 1, 1],
 }
 
 /// `LAKE.MREAD`: its keys are the catalogs, not a trailing `PATH <field>`,
@@ -174,6 +175,127 @@ extern "C" fn cmd_fault(
     command("LAKE.FAULT", crate::fault::command, ctx, argv, argc)
 }
 
+/// Blocks a `LAKE.CHANGES` follower on its catalog's index key until a
+/// delta lands there ([`changes_ready`]) or `ms` pass ([`changes_timeout`];
+/// 0 waits for ever).
+pub fn block_on_changes(
+    ctx: &Context,
+    q: commands::ChangesQuery,
+    ms: u32,
+) -> Result<(), LakeError> {
+    let block = unsafe { raw::RedisModule_BlockClientOnKeys }
+        .ok_or_else(|| LakeError::internal("RedisModule_BlockClientOnKeys is missing"))?;
+    let key = ctx.create_string(lake_shared::catalog::index_key(&q.catalog).as_str());
+    let mut keys = [key.inner];
+    let privdata = Box::into_raw(Box::new(q)).cast::<c_void>();
+    let bc = unsafe {
+        block(
+            ctx.ctx,
+            Some(changes_ready),
+            Some(changes_timeout),
+            Some(changes_free),
+            i64::from(ms),
+            keys.as_mut_ptr(),
+            1,
+            privdata,
+        )
+    };
+    if bc.is_null() {
+        changes_free(ctx.ctx, privdata);
+        return Err(LakeError::internal("Redis refused to block the client"));
+    }
+    Ok(())
+}
+
+/// Redis signalled a follower's index key: answers the new deltas, or
+/// returns `REDISMODULE_ERR` (keep waiting) when there are none yet.
+extern "C" fn changes_ready(
+    ctx: *mut raw::RedisModuleCtx,
+    _: *mut *mut raw::RedisModuleString,
+    _: c_int,
+) -> c_int {
+    let out = guard(
+        "LAKE.CHANGES ready",
+        || {
+            Some(Err(LakeError::internal(
+                "serving LAKE.CHANGES panicked; see the Redis log",
+            )))
+        },
+        || {
+            let q = unsafe { raw::RedisModule_GetBlockedClientPrivateData.map(|f| f(ctx)) }
+                .unwrap_or(std::ptr::null_mut())
+                .cast::<commands::ChangesQuery>();
+            // Set when blocking and freed only after the client is done.
+            let Some(q) = (unsafe { q.as_ref() }) else {
+                return Some(Err(LakeError::internal("a follower lost its query")));
+            };
+            match commands::changes_page(&Context::new(ctx), q) {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => Some(Ok(RedisValue::Array(page))),
+                Err(e) => Some(Err(e)),
+            }
+        },
+    );
+    match out {
+        None => raw::REDISMODULE_ERR as c_int,
+        Some(r) => {
+            answer(ctx, r);
+            raw::REDISMODULE_OK as c_int
+        }
+    }
+}
+
+/// A follower's `BLOCK` ran out (or `CLIENT UNBLOCK`): no changes.
+extern "C" fn changes_timeout(
+    ctx: *mut raw::RedisModuleCtx,
+    _: *mut *mut raw::RedisModuleString,
+    _: c_int,
+) -> c_int {
+    answer(ctx, Ok(RedisValue::Array(Vec::new())));
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Frees a follower's query.
+extern "C" fn changes_free(_: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    guard(
+        "LAKE.CHANGES free",
+        || (),
+        || {
+            if !privdata.is_null() {
+                drop(unsafe { Box::from_raw(privdata.cast::<commands::ChangesQuery>()) });
+            }
+        },
+    );
+}
+
+/// Every zset event: a `ZADD` to a catalog's index key (a commit here, or
+/// one replayed from the primary on a replica) signals the followers
+/// blocked on it. Cheap: Redis returns at once when nobody waits there.
+pub extern "C" fn on_zset_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _: c_int,
+    event: *const std::os::raw::c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    guard(
+        "zset-event",
+        || (),
+        || {
+            if event.is_null() || key.is_null() {
+                return;
+            }
+            let event = unsafe { std::ffi::CStr::from_ptr(event) }.to_bytes();
+            let name = RedisString::string_as_slice(key);
+            if event == b"zadd" && lake_shared::catalog::is_index_key(name) {
+                if let Some(signal) = unsafe { raw::RedisModule_SignalKeyAsReady } {
+                    unsafe { signal(ctx, key) };
+                }
+            }
+        },
+    );
+    raw::REDISMODULE_OK as c_int
+}
+
 /// Registers every command and the `INFO lake` callback. Called once from
 /// the module's init.
 pub fn register(ctx: &Context) -> Result<(), LakeError> {
@@ -208,6 +330,18 @@ pub fn register(ctx: &Context) -> Result<(), LakeError> {
     }
     if let Some(register) = unsafe { raw::RedisModule_RegisterInfoFunc } {
         unsafe { register(ctx.ctx, Some(info)) };
+    }
+    let subscribe = unsafe { raw::RedisModule_SubscribeToKeyspaceEvents }
+        .ok_or_else(|| LakeError::internal("RedisModule_SubscribeToKeyspaceEvents is missing"))?;
+    let ok = unsafe {
+        subscribe(
+            ctx.ctx,
+            raw::REDISMODULE_NOTIFY_ZSET as c_int,
+            Some(on_zset_event),
+        )
+    };
+    if ok != raw::REDISMODULE_OK as c_int {
+        return Err(LakeError::internal("cannot subscribe to zset events"));
     }
     Ok(())
 }

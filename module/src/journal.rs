@@ -107,10 +107,12 @@ pub fn enabled() -> bool {
     config::ship_interval_ms() > 0
 }
 
-/// Appends `change` to `cat`'s journal. Main thread, in the step that made
-/// the change. A failure is logged and counted, never returned: the index
-/// change it describes is already made and replicated.
+/// Appends `change` to `cat`'s journal (and fires its keyspace event,
+/// [`crate::notify`]: every index change passes here). Main thread, in the
+/// step that made the change. A failure is logged and counted, never
+/// returned: the index change it describes is already made and replicated.
 pub fn record(ctx: &Context, cat: &str, change: &Change) {
+    crate::notify::changed(ctx, cat, change);
     if !enabled() {
         return;
     }

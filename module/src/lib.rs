@@ -17,6 +17,7 @@ mod entry;
 mod fault;
 mod gate;
 mod journal;
+mod notify;
 mod owner;
 mod reply;
 mod stats;

@@ -42,6 +42,14 @@ pub fn index_key(name: &str) -> String {
     format!("catalog:{{{name}}}")
 }
 
+/// Whether `key` is some catalog's delta index (`catalog:{<name>}`, not one
+/// of its other keys).
+pub fn is_index_key(key: &[u8]) -> bool {
+    key.strip_prefix(b"catalog:{")
+        .and_then(|rest| rest.strip_suffix(b"}"))
+        .is_some_and(|name| !name.is_empty() && !name.contains(&b'}'))
+}
+
 /// The sorted set of a catalog's snapshots: `catalog:{<name>}:snap`.
 pub fn snap_key(name: &str) -> String {
     format!("catalog:{{{name}}}:snap")
@@ -189,5 +197,20 @@ mod tests {
         assert!(validate_uuid("0F8FAD5B-d9cb-469f-a165-70867728950e").is_err());
         assert!(validate_uuid("../../etc/passwd-0000-0000-0000000000").is_err());
         assert!(validate_uuid("").is_err());
+    }
+
+    #[test]
+    fn index_keys_are_told_from_a_catalogs_other_keys() {
+        assert!(is_index_key(index_key("users/eu-1").as_bytes()));
+        for other in [
+            snap_key("users").as_bytes(),
+            b"catalog:{}",
+            b"catalog:{a}}",
+            b"catalog:{a",
+            b"users",
+            b"catalog:{users}:journal",
+        ] {
+            assert!(!is_index_key(other), "{}", String::from_utf8_lossy(other));
+        }
     }
 }

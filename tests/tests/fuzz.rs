@@ -88,8 +88,18 @@ impl Gen {
             10 => self.number(),
             _ => self
                 .pick(&[
-                    "MODE", "PATH", "AT", "SNAP", "COUNT", "IFSTAMP", "WITHSTAMP", "-", "+", "$",
-                    "(", "*",
+                    "MODE",
+                    "PATH",
+                    "AT",
+                    "SNAP",
+                    "COUNT",
+                    "IFSTAMP",
+                    "WITHSTAMP",
+                    "-",
+                    "+",
+                    "$",
+                    "(",
+                    "*",
                 ])
                 .as_bytes()
                 .to_vec(),
@@ -315,9 +325,39 @@ impl Gen {
                     }
                 }
             }
-            68..=72 => {
+            68..=70 => {
                 c.push(b"LAKE.INFO".to_vec());
                 c.push(cat);
+            }
+            71..=72 => {
+                // Never BLOCK 0 here: one command at a time, nobody writes.
+                c.push(b"LAKE.CHANGES".to_vec());
+                c.push(cat);
+                for _ in 0..self.rng.random_range(0..4) {
+                    match self.rng.random_range(0..5) {
+                        0 | 1 => {
+                            c.push(b"SINCE".to_vec());
+                            c.push(if self.chance(30) {
+                                b"$".to_vec()
+                            } else {
+                                self.number()
+                            });
+                        }
+                        2 => {
+                            c.push(b"COUNT".to_vec());
+                            c.push(self.number());
+                        }
+                        3 => {
+                            c.push(b"BLOCK".to_vec());
+                            c.push(
+                                self.pick(&["1", "5", "-1", "x", "4294967296"])
+                                    .as_bytes()
+                                    .to_vec(),
+                            );
+                        }
+                        _ => c.push(self.hostile()),
+                    }
+                }
             }
             73..=78 => {
                 c.push(b"LAKE.REMOVE".to_vec());
@@ -387,6 +427,7 @@ impl Gen {
                     "LAKE.RETENTION",
                     "LAKE.GC",
                     "LAKE.MREAD",
+                    "LAKE.CHANGES",
                 ]);
                 c.push(name.as_bytes().to_vec());
                 c.push(cat);

@@ -26,6 +26,7 @@ use redis_module::{
 
 use crate::zset;
 
+mod changes;
 pub(crate) mod compact;
 pub(crate) mod gc;
 mod history;
@@ -35,6 +36,7 @@ mod read;
 mod repair;
 mod write;
 
+pub use changes::{changes, page as changes_page, Query as ChangesQuery};
 pub use compact::{compact, set_retention};
 pub use gc::gc;
 pub use history::history;
