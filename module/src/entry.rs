@@ -136,6 +136,7 @@ commands! {
     [cmd_retention, "LAKE.RETENTION", commands::set_retention, "write", 1, 1, 1],
     [cmd_info, "LAKE.INFO", commands::info, "readonly", 1, 1, 1],
     [cmd_changes, "LAKE.CHANGES", commands::changes, "readonly", 1, 1, 1],
+    [cmd_view, "LAKE.VIEW", commands::view, "readonly", 1, 1, 1],
 }
 
 /// `LAKE.MREAD`: its keys are the catalogs, not a trailing `PATH <field>`,

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use crate::LakeError;
 
 /// Protocol version carried in every frame and in the handshake.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Magic string of the handshake.
 pub const MAGIC: &str = "lake";
 /// Bytes after the length prefix that every frame has (version + id).
@@ -146,6 +146,14 @@ pub struct Ship {
     pub entries: Vec<crate::journal::Entry>,
 }
 
+/// Compute view `view` (a `--views` file) over the document `read` merges
+/// (its `path` is `None`); answered [`Response::Doc`] with the view's value.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct View {
+    pub view: String,
+    pub read: Read,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Hello(Hello),
@@ -154,6 +162,7 @@ pub enum Request {
     Gc(Gc),
     GcRefs(GcRefs),
     Ship(Ship),
+    View(View),
 }
 
 /// Handshake accepted.

@@ -18,14 +18,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lake_shared::proto::{self, HelloOk, Request, Response, UNSOLICITED_ID};
+use lake_shared::proto::{self, Doc, HelloOk, Request, Response, UNSOLICITED_ID};
 use lake_shared::LakeError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::service::{Deferred, Service};
 
 /// Binds the socket, replacing a stale socket file left by a dead sidecar.
 /// With `group` (a name from /etc/group or a numeric gid), the socket gets
@@ -253,26 +253,37 @@ async fn handle(
             Ok(()) => Response::GcRefsOk,
             Err(e) => Response::Error(e),
         },
-        Request::Read(r) => match service.read(r).await {
-            Ok((doc, deferred)) => {
-                let _ = tx.send(proto::encode(id, &Response::Doc(doc)));
-                if let Some(d) = deferred {
-                    match service.finish(d).await {
-                        Ok(stored) => {
-                            let _ = tx.send(proto::encode(
-                                UNSOLICITED_ID,
-                                &Response::SnapshotStored(stored),
-                            ));
-                        }
-                        Err(e) => {
-                            eprintln!("lake-sidecar: background snapshot failed: {}", e.message)
-                        }
-                    }
-                }
-                return;
-            }
-            Err(e) => Response::Error(e),
-        },
+        Request::Read(r) => return answer_read(service, id, service.read(r).await, tx).await,
+        Request::View(v) => return answer_read(service, id, service.view(v).await, tx).await,
     };
     let _ = tx.send(proto::encode(id, &resp));
+}
+
+/// Answers a read (or a view), then builds the background snapshot it
+/// deferred and announces it.
+async fn answer_read(
+    service: &Arc<Service>,
+    id: u64,
+    res: Result<(Doc, Option<Deferred>), LakeError>,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let (doc, deferred) = match res {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(proto::encode(id, &Response::Error(e)));
+            return;
+        }
+    };
+    let _ = tx.send(proto::encode(id, &Response::Doc(doc)));
+    if let Some(d) = deferred {
+        match service.finish(d).await {
+            Ok(stored) => {
+                let _ = tx.send(proto::encode(
+                    UNSOLICITED_ID,
+                    &Response::SnapshotStored(stored),
+                ));
+            }
+            Err(e) => eprintln!("lake-sidecar: background snapshot failed: {}", e.message),
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! - [`store`]: object stores (`local://`, `file://`, `s3://`).
 //! - [`batch`]: many writes per PUT, as segment objects.
 //! - [`cache`]: merged documents, so reads merge only new deltas.
+//! - [`views`]: computed views, once per catalog version.
 //! - [`native`]: the built-in modes and the left fold, in Rust.
 //! - [`merge`]: the merge engine's threads; QuickJS for custom modes.
 //! - [`service`]: put, read/merge, snapshots.
@@ -27,3 +28,4 @@ pub mod native;
 pub mod restore;
 pub mod service;
 pub mod store;
+pub mod views;

@@ -47,6 +47,9 @@ struct Args {
     /// Directory of custom merge modes: each <name>.js defines function merge(current, value).
     #[arg(long, env = "LAKE_MODES")]
     modes: Option<PathBuf>,
+    /// Directory of computed views (LAKE.VIEW): each <name>.js defines function view(doc).
+    #[arg(long, env = "LAKE_VIEWS")]
+    views: Option<PathBuf>,
     /// Merge worker threads (QuickJS runtimes); default: one per core.
     #[arg(long, env = "LAKE_JS_THREADS")]
     js_threads: Option<usize>,
@@ -264,7 +267,11 @@ fn run(args: Args) -> Result<(), String> {
         per_delta: Duration::from_millis(args.merge_timeout_ms),
         ..merge::Limits::default()
     };
-    let engine = merge::Engine::start(threads, limits, user_modes)?;
+    let views = match &args.views {
+        Some(dir) => merge::load_views(dir)?,
+        None => Vec::new(),
+    };
+    let engine = merge::Engine::start_with_views(threads, limits, user_modes, views)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -324,11 +331,16 @@ fn run(args: Args) -> Result<(), String> {
             });
         }
         eprintln!(
-            "lake-sidecar: serving {} ({} layout) on {} (modes: {}){}",
+            "lake-sidecar: serving {} ({} layout) on {} (modes: {}{}){}",
             service.store.describe(),
             service.layout(),
             args.socket.display(),
             service.engine.modes().join(", "),
+            if service.engine.views().is_empty() {
+                String::new()
+            } else {
+                format!("; views: {}", service.engine.views().join(", "))
+            },
             args.http
                 .as_deref()
                 .map(|a| format!(", http on {a}"))

@@ -16,7 +16,9 @@
 //! - A runtime whose step failed (exception, deadline, out of memory) is
 //!   dropped and rebuilt before the next job: no state survives a failure.
 //! - User modes are compiled once per runtime from `<dir>/<name>.js`, each
-//!   defining `function merge(current, value)`.
+//!   defining `function merge(current, value)`; views likewise from
+//!   `--views <dir>/<name>.js`, each defining `function view(doc)`, run
+//!   with the same limits (the deadline per call).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -50,11 +52,18 @@ impl Default for Limits {
     }
 }
 
-/// A user mode: its name and JS source.
+/// A user mode (or view): its name and JS source.
 #[derive(Debug, Clone)]
 pub struct UserMode {
     pub name: String,
     pub source: String,
+}
+
+/// The user code every runtime compiles.
+#[derive(Debug, Clone, Default)]
+struct Code {
+    modes: Vec<UserMode>,
+    views: Vec<UserMode>,
 }
 
 /// Why a fold failed.
@@ -74,6 +83,7 @@ pub struct FoldOut {
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<FoldOut, FoldError>>;
+type ViewReply = tokio::sync::oneshot::Sender<Result<Option<String>, String>>;
 
 /// One fold, owned, so it can cross to a worker thread.
 pub struct Fold {
@@ -96,6 +106,8 @@ enum Job {
     /// The JavaScript driver's own fold (built-ins in JS): the reference the
     /// differential test holds the native engine to.
     Js(String, Reply),
+    /// A view over a document's JSON text.
+    View(String, Arc<str>, ViewReply),
 }
 
 /// Handle to the pool; cheap to clone.
@@ -103,6 +115,7 @@ enum Job {
 pub struct Engine {
     tx: crossbeam_channel::Sender<Job>,
     modes: Arc<Vec<String>>,
+    views: Arc<Vec<String>>,
     rebuilds: Arc<AtomicU64>,
 }
 
@@ -110,6 +123,18 @@ impl Engine {
     /// Starts `threads` workers. Fails if the driver or a user mode does not
     /// compile, so a broken mode file stops the sidecar at start-up.
     pub fn start(threads: usize, limits: Limits, user: Vec<UserMode>) -> Result<Engine, String> {
+        Engine::start_with_views(threads, limits, user, Vec::new())
+    }
+
+    /// Like [`Engine::start`], with views (`function view(doc)` each).
+    pub fn start_with_views(
+        threads: usize,
+        limits: Limits,
+        user: Vec<UserMode>,
+        views: Vec<UserMode>,
+    ) -> Result<Engine, String> {
+        let view_names = views.iter().map(|v| v.name.clone()).collect();
+        let user = Code { modes: user, views };
         // Compile once here to report errors before serving anything.
         Worker::new(&limits, &user)?;
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -129,10 +154,11 @@ impl Engine {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        names.extend(user.iter().map(|m| m.name.clone()));
+        names.extend(user.modes.iter().map(|m| m.name.clone()));
         Ok(Engine {
             tx,
             modes: Arc::new(names),
+            views: Arc::new(view_names),
             rebuilds,
         })
     }
@@ -145,6 +171,21 @@ impl Engine {
     /// Names of all modes.
     pub fn modes(&self) -> &[String] {
         &self.modes
+    }
+
+    /// Names of the loaded views.
+    pub fn views(&self) -> &[String] {
+        &self.views
+    }
+
+    /// Runs view `name` over `doc` (JSON text): its value as JSON text,
+    /// `None` when it returned `undefined`; the error says why it failed.
+    pub async fn view(&self, name: &str, doc: Arc<str>) -> Result<Option<String>, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::View(name.to_string(), doc, reply))
+            .map_err(|_| "merge engine stopped".to_string())?;
+        rx.await.map_err(|_| "merge engine stopped".to_string())?
     }
 
     /// How many runtimes were rebuilt after a failure.
@@ -187,7 +228,7 @@ fn run_native(
     fold: Fold,
     js: &mut Option<Worker>,
     limits: &Limits,
-    user: &[UserMode],
+    user: &Code,
     rebuilds: &AtomicU64,
 ) -> Result<FoldOut, FoldError> {
     let base = match &fold.base {
@@ -235,7 +276,7 @@ fn run_native(
 struct JsHook<'a> {
     js: &'a mut Option<Worker>,
     limits: &'a Limits,
-    user: &'a [UserMode],
+    user: &'a Code,
     rebuilds: &'a AtomicU64,
 }
 
@@ -336,7 +377,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(limits: &Limits, user: &[UserMode]) -> Result<Worker, String> {
+    fn new(limits: &Limits, user: &Code) -> Result<Worker, String> {
         let rt = Runtime::new().map_err(|e| format!("cannot create JS runtime: {e}"))?;
         rt.set_memory_limit(limits.memory_bytes);
         rt.set_max_stack_size(limits.stack_bytes);
@@ -370,7 +411,7 @@ impl Worker {
             .map_err(|e| format!("cannot create tick: {e}"))?;
             let driver: Object = factory.call((tick,)).catch(&ctx).map_err(|e| format!("merge driver failed: {e}"))?;
             let add: Function = driver.get("addMode").map_err(|e| e.to_string())?;
-            for m in user {
+            for m in &user.modes {
                 let wrapped = format!(
                     "(function () {{\n{}\n;return typeof merge === \"function\" ? merge : undefined;\n}})()",
                     m.source
@@ -382,6 +423,20 @@ impl Worker {
                 add.call::<_, ()>((m.name.as_str(), f))
                     .catch(&ctx)
                     .map_err(|e| format!("mode '{}': {e}", m.name))?;
+            }
+            let add: Function = driver.get("addView").map_err(|e| e.to_string())?;
+            for v in &user.views {
+                let wrapped = format!(
+                    "(function () {{\n{}\n;return typeof view === \"function\" ? view : undefined;\n}})()",
+                    v.source
+                );
+                let f: rquickjs::Value = ctx
+                    .eval(wrapped)
+                    .catch(&ctx)
+                    .map_err(|e| format!("view '{}' does not compile: {e}", v.name))?;
+                add.call::<_, ()>((v.name.as_str(), f))
+                    .catch(&ctx)
+                    .map_err(|e| format!("view '{}': {e}", v.name))?;
             }
             ctx.globals().set("__lake", driver).map_err(|e| e.to_string())?;
             Ok(())
@@ -423,6 +478,29 @@ impl Worker {
         })
     }
 
+    /// One view call: `view(doc)` as JSON text.
+    fn view(&self, name: &str, doc: &str) -> Result<Option<String>, String> {
+        let res = self.ctx.with(|ctx| {
+            let run = || -> rquickjs::Result<Option<String>> {
+                let driver: Object = ctx.globals().get("__lake")?;
+                let view: Function = driver.get("view")?;
+                view.call((name, doc))
+            };
+            run().catch(&ctx).map_err(|e| e.to_string())
+        });
+        self.watch.deadline_ns.store(0, Ordering::Relaxed);
+        res.map_err(|message| {
+            if message.contains("interrupted") {
+                format!(
+                    "view ran past its deadline of {} ms",
+                    self.per_delta.as_millis()
+                )
+            } else {
+                message
+            }
+        })
+    }
+
     fn fold(&self, input: &str) -> Result<FoldOut, FoldError> {
         self.watch.delta.store(-1, Ordering::Relaxed);
         let res = self.ctx.with(|ctx| {
@@ -456,12 +534,31 @@ impl Worker {
 fn worker_loop(
     rx: crossbeam_channel::Receiver<Job>,
     limits: Limits,
-    user: Vec<UserMode>,
+    user: Code,
     rebuilds: Arc<AtomicU64>,
 ) {
     let mut worker: Option<Worker> = None;
     while let Ok(job) = rx.recv() {
         let (res, reply) = match job {
+            Job::View(name, doc, reply) => {
+                if worker.is_none() {
+                    worker = Worker::new(&limits, &user).ok();
+                }
+                let res = match worker.as_ref() {
+                    Some(w) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        w.view(&name, &doc)
+                    }))
+                    .unwrap_or_else(|_| Err("the view panicked".into())),
+                    None => Err("merge engine could not start a JS runtime".into()),
+                };
+                if res.is_err() {
+                    // Interrupted, out of memory, or a throwing view.
+                    worker = None;
+                    rebuilds.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = reply.send(res);
+                continue;
+            }
             Job::Native(fold, reply) => {
                 let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run_native(fold, &mut worker, &limits, &user, &rebuilds)
@@ -498,10 +595,32 @@ fn worker_loop(
     }
 }
 
+/// Loads views from a directory: every `<name>.js` file is a view (names
+/// as for modes).
+pub fn load_views(dir: &Path) -> Result<Vec<UserMode>, String> {
+    load_js(dir, "views")
+}
+
 /// Loads user modes from a directory: every `<name>.js` file is a mode.
 pub fn load_modes(dir: &Path) -> Result<Vec<UserMode>, String> {
+    let modes = load_js(dir, "modes")?;
+    if let Some(m) = modes
+        .iter()
+        .find(|m| lake_shared::mode::is_builtin(&m.name))
+    {
+        return Err(format!(
+            "{}: '{}' is a built-in mode and cannot be redefined",
+            dir.join(format!("{}.js", m.name)).display(),
+            m.name
+        ));
+    }
+    Ok(modes)
+}
+
+/// Every `<name>.js` of `dir` (a valid mode name each), sorted by name.
+fn load_js(dir: &Path, what: &str) -> Result<Vec<UserMode>, String> {
     let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read modes directory {}: {e}", dir.display()))?;
+        .map_err(|e| format!("cannot read {what} directory {}: {e}", dir.display()))?;
     let mut out = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| e.to_string())?.path();
@@ -515,15 +634,12 @@ pub fn load_modes(dir: &Path) -> Result<Vec<UserMode>, String> {
             .to_string();
         let parsed = lake_shared::mode::parse(&name)
             .map_err(|e| format!("{}: {}", path.display(), e.message))?;
-        if lake_shared::mode::is_builtin(&parsed) {
-            return Err(format!(
-                "{}: '{name}' is a built-in mode and cannot be redefined",
-                path.display()
-            ));
-        }
         let source = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        out.push(UserMode { name, source });
+        out.push(UserMode {
+            name: parsed,
+            source,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use lake_shared::envelope;
 use lake_shared::proto::{
-    DeltaRef, Doc, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored,
+    DeltaRef, Doc, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored, View,
 };
 use lake_shared::segment::Locator;
 use lake_shared::{catalog, path, LakeError};
@@ -35,6 +35,10 @@ use crate::merge::{Delta as FoldDelta, Engine, Fold};
 use crate::metrics::Metrics;
 use crate::native;
 use crate::store::{self, Store};
+use crate::views::{Version, ViewCache};
+
+/// Bytes of computed view values kept ([`crate::views`]).
+const VIEW_CACHE_BYTES: usize = 64 << 20;
 
 /// How many object reads one merge keeps in flight.
 const FETCH_CONCURRENCY: usize = 32;
@@ -55,6 +59,7 @@ pub struct Service {
     /// Largest document (or value at a path) a read may return.
     pub max_doc_bytes: usize,
     pub cache: DocCache,
+    pub views: ViewCache,
     building: Mutex<HashSet<String>>,
 }
 
@@ -101,6 +106,7 @@ impl Service {
             engine,
             max_doc_bytes,
             cache: DocCache::new(cache_bytes),
+            views: ViewCache::new(VIEW_CACHE_BYTES),
             metrics,
             batcher,
             gc,
@@ -321,6 +327,75 @@ impl Service {
             }
         }
         Ok((answer, deferred))
+    }
+
+    /// Computes view `v.view` over the document `v.read` merges, at most
+    /// once per catalog version ([`crate::views`]); a failing view is
+    /// `LAKEDATA` naming it, as a failing custom mode is.
+    pub async fn view(self: &Arc<Self>, v: View) -> Result<(Doc, Option<Deferred>), LakeError> {
+        let (name, mut r) = (v.view, v.read);
+        let cat = r.catalog.clone();
+        if !self.engine.views().contains(&name) {
+            return Err(LakeError::invalid(format!(
+                "unknown view '{name}' (loaded: {}); a view is a <name>.js file in the sidecar's --views directory",
+                self.engine.views().join(", ")
+            )));
+        }
+        let version = Version {
+            base: r.base.as_ref().map(|b| b.uuid.clone()),
+            deltas: r.deltas.len(),
+            last: r.deltas.last().map(|d| d.uuid.clone()),
+            fence: r.fence,
+        };
+        let slot = self.views.slot(&cat, &name);
+        let mut held = slot.lock().await;
+        if let Some((seen, value)) = held.as_ref() {
+            if *seen == version {
+                Metrics::inc(&self.metrics.views_cached_total);
+                let json = value.as_deref().map(|t| raw(t.to_string())).transpose()?;
+                return Ok((
+                    Doc {
+                        json,
+                        snapshot: None,
+                    },
+                    None,
+                ));
+            }
+        }
+        r.path = None;
+        let (doc, deferred) = self.read(r).await?;
+        let text: Arc<str> = doc.json.as_deref().map_or("null", RawValue::get).into();
+        let out = self.engine.view(&name, text).await.map_err(|e| {
+            Metrics::inc(&self.metrics.view_errors_total);
+            LakeError::data(format!("catalog '{cat}': view '{name}': {e}"))
+        })?;
+        Metrics::inc(&self.metrics.views_run_total);
+        if let Some(t) = &out {
+            if t.len() > self.max_doc_bytes {
+                return Err(LakeError::invalid(format!(
+                    "catalog '{cat}': view '{name}' returned {} bytes, above the sidecar's --max-doc-mb ({} bytes)",
+                    t.len(),
+                    self.max_doc_bytes
+                )));
+            }
+        }
+        let value: Option<Arc<str>> = out.map(Into::into);
+        let old = held
+            .as_ref()
+            .and_then(|(_, v)| v.as_ref())
+            .map_or(0, |v| v.len());
+        *held = Some((version, value.clone()));
+        drop(held);
+        self.views
+            .filled(value.as_ref().map_or(0, |v| v.len()), old);
+        let json = value.as_deref().map(|t| raw(t.to_string())).transpose()?;
+        Ok((
+            Doc {
+                json,
+                snapshot: None,
+            },
+            deferred,
+        ))
     }
 
     /// Builds the snapshot a read deferred; the caller announces it.

@@ -293,6 +293,8 @@ pub struct Options {
     pub snapshot_every: usize,
     /// Custom modes: (name, source).
     pub modes: Vec<(String, String)>,
+    /// Computed views (`--views`): (name, source).
+    pub views: Vec<(String, String)>,
     pub redis_args: Vec<String>,
     /// Extra module arguments (key value ...).
     pub module_args: Vec<String>,
@@ -311,6 +313,7 @@ impl Default for Options {
             timeout_ms: 5000,
             snapshot_every: 64,
             modes: Vec::new(),
+            views: Vec::new(),
             redis_args: Vec::new(),
             module_args: Vec::new(),
             sidecar_args: Vec::new(),
@@ -377,10 +380,12 @@ impl Lake {
             .prefix("lake-e2e-")
             .tempdir()
             .expect("tempdir");
-        if !opts.modes.is_empty() {
-            std::fs::create_dir_all(dir.path().join("modes")).unwrap();
-            for (name, src) in &opts.modes {
-                std::fs::write(dir.path().join("modes").join(format!("{name}.js")), src).unwrap();
+        for (sub, files) in [("views", &opts.views), ("modes", &opts.modes)] {
+            if !files.is_empty() {
+                std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            }
+            for (name, src) in files {
+                std::fs::write(dir.path().join(sub).join(format!("{name}.js")), src).unwrap();
             }
         }
         let mut lake = Lake {
@@ -524,6 +529,9 @@ impl Lake {
             .args(&self.opts.sidecar_args)
             .stdout(self.log("sidecar.log"))
             .stderr(self.log("sidecar.log"));
+        if !self.opts.views.is_empty() {
+            cmd.arg("--views").arg(self.dir.path().join("views"));
+        }
         if !self.opts.modes.is_empty() {
             cmd.arg("--modes").arg(self.dir.path().join("modes"));
         }

@@ -428,6 +428,7 @@ impl Gen {
                     "LAKE.GC",
                     "LAKE.MREAD",
                     "LAKE.CHANGES",
+                    "LAKE.VIEW",
                 ]);
                 c.push(name.as_bytes().to_vec());
                 c.push(cat);

@@ -34,6 +34,7 @@ mod info;
 mod mread;
 mod read;
 mod repair;
+mod view;
 mod write;
 
 pub use changes::{changes, page as changes_page, Query as ChangesQuery};
@@ -44,6 +45,7 @@ pub use info::info;
 pub use mread::{key_positions as mread_keys, mread};
 pub use read::{on_unsolicited, read};
 pub use repair::{drop_catalog, remove};
+pub use view::view;
 pub use write::write;
 
 pub(crate) fn arg_str<'a>(a: &'a RedisString, what: &str) -> Result<&'a str, LakeError> {

@@ -51,6 +51,7 @@
     replace: { policy: EXISTING, fn: (cur, val) => val },
     merge: { policy: FORCE, fn: (cur, val) => mergePatch(cur, val) },
   };
+  const views = {};
 
   // Applies mode at segs[i..] below node. Returns the new node, undefined to
   // delete it, or NOCHANGE to leave the whole document as it was.
@@ -124,6 +125,22 @@
     },
     hasMode(name) {
       return own(modes, name);
+    },
+    // Registers a view: view(doc) -> any JSON value, computed from a
+    // catalog's whole document.
+    addView(name, fn) {
+      if (typeof fn !== "function") throw new TypeError("view '" + name + "' defines no function view(doc)");
+      views[name] = fn;
+    },
+    // Runs a view on a document (JSON text); its value as JSON text, null
+    // when it returned undefined.
+    view(name, doc) {
+      if (!own(views, name)) throw new Error("unknown view '" + name + "' (is its file in --views?)");
+      tick(0);
+      const r = views[name](JSON.parse(doc));
+      tick(-1);
+      const out = r === undefined ? undefined : JSON.stringify(r);
+      return out === undefined ? null : out;
     },
     // One custom-mode step for the native fold: the current value at the
     // path (absent when hasCur is false) and the delta's value as JSON text;
