@@ -47,6 +47,7 @@ faults: deps
 test: test-deps build faults $(MOTO) compose-check
 	$(CARGO) test --release --workspace --locked
 	target/release/lake-bench --quick --out target/bench/quick.json > /dev/null
+	target/release/lake-bench --apps --secs 0.2 --clients 1,8 > /dev/null
 	scripts/soak.sh $(SOAK_SHORT_SECS) target/soak/short
 
 # The nemesis soak at length, standalone and 3+3 cluster side by side:
@@ -68,6 +69,7 @@ fuzz: build
 # target/bench/results.json. About 7 minutes on 2 cores.
 bench: build
 	target/release/lake-bench
+	target/release/lake-bench --apps
 
 clean:
 	$(CARGO) clean

@@ -10,8 +10,11 @@
 //! every store, `LAKE.READ` of a snapshot plus 0, 8 and 64 deltas; then read
 //! latency against history length, `PING` p99 under write load, object-store
 //! requests per operation and the memory of Redis and the sidecar. Prints
-//! markdown tables and writes every figure as JSON.
+//! markdown tables and writes every figure as JSON. Other modes measure
+//! one thing each (`--apps`, `--restore`, `--plateau`, `--large-values`,
+//! `--batch-inflight`).
 
+mod apps;
 mod load;
 mod raw;
 mod resp;
@@ -69,6 +72,11 @@ struct Args {
     /// (batches per write) printed.
     #[arg(long)]
     restore: Option<u64>,
+    /// Only measure the application verbs (IFSTAMP read-modify-write,
+    /// LAKE.VIEW, LAKE.CHANGES fan-out) against their baselines, at
+    /// `--clients` (default here: 1,50).
+    #[arg(long)]
+    apps: bool,
 }
 
 /// The clients count the targets are set at.
@@ -521,6 +529,15 @@ fn restore(n: u64, secs: f64) {
 
 fn main() {
     let mut a = Args::parse();
+    if a.apps {
+        let clients = if a.clients == [1, 8, 50, 200] {
+            vec![1, TARGET_CLIENTS]
+        } else {
+            a.clients.clone()
+        };
+        apps::run(&clients, a.secs);
+        return;
+    }
     if let Some(n) = a.restore {
         restore(n, a.secs.max(5.0));
         return;
