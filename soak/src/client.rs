@@ -196,10 +196,14 @@ pub fn run(
         } else {
             let at = (roll >= 90)
                 .then(|| {
+                    // Recent stamps mostly: compaction (1 s retention)
+                    // refuses most older ones below the floor.
                     let known: Vec<i64> = stamps
                         .iter()
+                        .rev()
                         .filter(|(i, _)| *i == ci)
                         .map(|(_, s)| *s)
+                        .take(if rng.random_range(0..4) == 0 { usize::MAX } else { 8 })
                         .collect();
                     (!known.is_empty()).then(|| known[rng.random_range(0..known.len())])
                 })
