@@ -284,6 +284,8 @@ fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
     match proto::read_frame(&mut rd, proto::MAX_FRAME_BYTES).map_err(down)? {
         Some((_, payload)) => match proto::decode::<Response>(&payload) {
             Ok(Response::HelloOk(ok)) => {
+                // Another sidecar may merge with other custom modes.
+                crate::reply_cache::clear();
                 shared.local_store.store(ok.local_store, Ordering::Release);
                 if ok.local_store {
                     local_store_warning();

@@ -43,8 +43,12 @@ pub static COMPACT_INTERVAL_MS: AtomicI64 = AtomicI64::new(1000);
 /// `journal.rs`).
 pub static SHIP_INTERVAL_MS: AtomicI64 = AtomicI64::new(1000);
 
+/// Memory for hot-read answers kept on the main thread, in MiB; 0 off
+/// (`lake.reply-cache-mb`, see `reply_cache.rs`).
+pub static REPLY_CACHE_MB: AtomicI64 = AtomicI64::new(64);
+
 /// The names a load argument may set (each also `lake.<name>`).
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "socket",
     "timeout-ms",
     "snapshot-every",
@@ -54,6 +58,7 @@ pub const NAMES: [&str; 9] = [
     "retention-secs",
     "compact-interval-ms",
     "ship-interval-ms",
+    "reply-cache-mb",
 ];
 
 fn get(v: &AtomicI64) -> u64 {
@@ -86,6 +91,10 @@ pub fn retention_secs() -> u64 {
 
 pub fn compact_interval_ms() -> u64 {
     get(&COMPACT_INTERVAL_MS)
+}
+
+pub fn reply_cache_bytes() -> usize {
+    (get(&REPLY_CACHE_MB) as usize) << 20
 }
 
 pub fn ship_interval_ms() -> u64 {

@@ -20,6 +20,7 @@ mod journal;
 mod notify;
 mod owner;
 mod reply;
+mod reply_cache;
 mod stats;
 mod zset;
 
@@ -101,6 +102,7 @@ redis_module! {
             ["retention-secs", &config::RETENTION_SECS, 0, 0, commands::compact::MAX_RETENTION_SECS as i64, ConfigurationFlags::DEFAULT, None],
             ["compact-interval-ms", &config::COMPACT_INTERVAL_MS, 1000, 0, 3_600_000, ConfigurationFlags::DEFAULT, None],
             ["ship-interval-ms", &config::SHIP_INTERVAL_MS, 1000, 0, 3_600_000, ConfigurationFlags::DEFAULT, None],
+            ["reply-cache-mb", &config::REPLY_CACHE_MB, 64, 0, 1 << 20, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["socket", &config::SOCKET, "", ConfigurationFlags::IMMUTABLE, None],

@@ -58,6 +58,12 @@ pub fn info(ctx: &InfoContext) -> RedisResult<()> {
         .field("reads", get(&READS))?
         .field("snapshot_commits", get(&SNAPSHOT_COMMITS))?
         .field("compactions", get(&COMPACTIONS))?;
+    let (entries, bytes) = crate::reply_cache::size();
+    section = section
+        .field("reply_cache_hits", get(&crate::reply_cache::HITS))?
+        .field("reply_cache_misses", get(&crate::reply_cache::MISSES))?
+        .field("reply_cache_entries", entries as u64)?
+        .field("reply_cache_bytes", bytes as u64)?;
     let pending = crate::journal::pending();
     section = section
         .field("journal_recorded", get(&crate::journal::RECORDED))?

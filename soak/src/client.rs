@@ -203,7 +203,11 @@ pub fn run(
                         .rev()
                         .filter(|(i, _)| *i == ci)
                         .map(|(_, s)| *s)
-                        .take(if rng.random_range(0..4) == 0 { usize::MAX } else { 8 })
+                        .take(if rng.random_range(0..4) == 0 {
+                            usize::MAX
+                        } else {
+                            8
+                        })
                         .collect();
                     (!known.is_empty()).then(|| known[rng.random_range(0..known.len())])
                 })
