@@ -6,7 +6,8 @@
 //! cost of shipping), plus sidecars with the merged-document cache off
 //! on `local://` and `s3://`, and measures at each client count:
 //! baselines (`PING`, raw `ZADD` with Lake-shaped members, `SET`/`GET` of
-//! 1 KB, one-file-per-write and aws-sdk-s3 PUT/GET loops), `LAKE.WRITE` on
+//! 1 KB, `GET` of a document's own bytes, `SET` on a second Redis with
+//! `appendfsync always`, one-file-per-write and aws-sdk-s3 PUT/GET loops), `LAKE.WRITE` on
 //! every store, `LAKE.READ` of a snapshot plus 0, 8 and 64 deltas; then read
 //! latency against history length, `PING` p99 under write load, object-store
 //! requests per operation and the memory of Redis and the sidecar. Prints
@@ -606,7 +607,46 @@ fn main() {
             read_catalog(lake, &format!("r{tail}"), tail, &value);
         }
     }
+    // Fair baselines: the document's own bytes for GET, and Redis's own
+    // durable write (a second Redis, AOF with appendfsync always).
+    let doc8: String = lake_tests::redis::cmd("LAKE.READ")
+        .arg("r8")
+        .arg("NOSNAP")
+        .query(&mut local.con())
+        .expect("read r8");
+    let (_durable, durable_url) = lake_tests::plain_redis(&local.dir.path().join("durable"));
+    let durable_port: u16 = durable_url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    {
+        let mut d = lake_tests::redis::Client::open(durable_url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("durable Redis");
+        for (k, v) in [("appendonly", "yes"), ("appendfsync", "always")] {
+            let _: () = lake_tests::redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(k)
+                .arg(v)
+                .query(&mut d)
+                .expect("CONFIG SET");
+        }
+        lake_tests::wait_for("the AOF rewrite", Duration::from_secs(30), || {
+            let i: String = lake_tests::redis::cmd("INFO")
+                .arg("persistence")
+                .query(&mut d)
+                .unwrap_or_default();
+            i.contains("aof_rewrite_in_progress:0") && i.contains("aof_enabled:1")
+        });
+    }
     let mut con = local.con();
+    let _: () = lake_tests::redis::cmd("SET")
+        .arg("bench:doc8")
+        .arg(&doc8)
+        .query(&mut con)
+        .expect("seed the document's bytes");
     for i in 0..100 {
         let _: () = lake_tests::redis::cmd("SET")
             .arg(format!("bench:s:{i}"))
@@ -661,6 +701,19 @@ fn main() {
                 encode(&[b"GET", k.as_bytes()])
             });
             add("GET 1 KB", load::run(p, n, secs, get).await);
+            add(
+                "GET of the snapshot+8 document's bytes",
+                load::run(p, n, secs, fixed(&[b"GET", b"bench:doc8"])).await,
+            );
+            let b = body.clone();
+            let set = gen(move |c, i| {
+                let k = format!("bench:s:{}", (c as u64 + i) % 100);
+                encode(&[b"SET", k.as_bytes(), &b])
+            });
+            add(
+                "SET 1 KB, appendfsync always",
+                load::run(durable_port, n, secs, set).await,
+            );
         });
         let d = raw_dir.join(n.to_string());
         if n == a.clients[0] {

@@ -111,6 +111,20 @@ pub fn render(
         read / get.max(1.0),
         mark(read >= 0.3 * get)
     );
+    let doc_get = rps("GET of the snapshot+8 document's bytes");
+    let _ = writeln!(
+        o,
+        "| LAKE.READ snapshot+8, unchanged (hot) >= 0.7 x GET of the same bytes ({doc_get:.0}/s) | {:.2} x | {} |",
+        read / doc_get.max(1.0),
+        mark(read >= 0.7 * doc_get)
+    );
+    let durable = rps("SET 1 KB, appendfsync always");
+    let _ = writeln!(
+        o,
+        "| LAKE.WRITE local:// >= 0.8 x SET 1 KB on Redis with appendfsync always ({durable:.0}/s) | {:.2} x | {} |",
+        write / durable.max(1.0),
+        mark(write >= 0.8 * durable)
+    );
     let limit = 2 * idle.p99_us + 500;
     let _ = writeln!(
         o,
