@@ -571,9 +571,19 @@ fn main() {
         store: StoreKind::Local,
         ..Options::default()
     });
+    // "uncached" Lakes keep nothing between reads: neither the sidecar's
+    // merged documents nor the module's hot-read answers.
+    let no_reply_cache = || ["reply-cache-mb", "0"].map(String::from).to_vec();
     let uncached = Lake::with(Options {
         store: StoreKind::Local,
         sidecar_args: vec!["--cache-mb".into(), "0".into()],
+        module_args: no_reply_cache(),
+        ..Options::default()
+    });
+    // The sidecar's warm path alone (the module's reply cache off).
+    let warm = Lake::with(Options {
+        store: StoreKind::Local,
+        module_args: no_reply_cache(),
         ..Options::default()
     });
     let file = Lake::with(Options {
@@ -587,6 +597,7 @@ fn main() {
     let s3_uncached = Lake::with(Options {
         store: StoreKind::S3,
         sidecar_args: vec!["--cache-mb".into(), "0".into()],
+        module_args: no_reply_cache(),
         ..Options::default()
     });
     let s3_objects = Lake::with(Options {
@@ -594,6 +605,7 @@ fn main() {
         sidecar_args: ["--cache-mb", "0", "--layout", "objects"]
             .map(String::from)
             .to_vec(),
+        module_args: no_reply_cache(),
         ..Options::default()
     });
     // The cost of shipping the index journal: the same store with it off.
@@ -602,7 +614,7 @@ fn main() {
         module_args: ["ship-interval-ms", "0"].map(String::from).to_vec(),
         ..Options::default()
     });
-    for lake in [&local, &uncached, &s3, &s3_uncached, &s3_objects] {
+    for lake in [&local, &warm, &uncached, &s3, &s3_uncached, &s3_objects] {
         for tail in [0, 8, 64] {
             read_catalog(lake, &format!("r{tail}"), tail, &value);
         }
@@ -767,6 +779,10 @@ fn main() {
                 add(
                     &name,
                     load::run(local.port, n, secs, lake::read(&cat)).await,
+                );
+                add(
+                    &format!("LAKE.READ snapshot+{tail} reply cache off"),
+                    load::run(warm.port, n, secs, lake::read(&cat)).await,
                 );
                 let gets = uncached.metric("store_gets_total");
                 let r = load::run(uncached.port, n, secs, lake::read(&cat)).await;
