@@ -115,24 +115,10 @@ impl Topology for ClusterTopology {
             }
             "failover" => {
                 // Coordinated (`CLUSTER FAILOVER` on the replica): nothing
-                // acknowledged may be lost. Asked again when the replica
-                // could not catch up in time.
+                // acknowledged may be lost.
                 let p = self.random_primary(rng);
                 let r = self.c.replica_of(p).expect("every primary has a replica");
-                let c = &mut self.c;
-                let mut asked = std::time::Instant::now() - Duration::from_secs(60);
-                wait_for("CLUSTER FAILOVER", Duration::from_secs(120), || {
-                    if c.myself(r).primary {
-                        return true;
-                    }
-                    if asked.elapsed() > Duration::from_secs(10) {
-                        let _ = redis::cmd("CLUSTER")
-                            .arg("FAILOVER")
-                            .query::<redis::Value>(&mut c.con(r));
-                        asked = std::time::Instant::now();
-                    }
-                    false
-                });
+                self.c.fail_over_to(r);
                 std::thread::sleep(hold);
                 self.c.wait_ok();
             }

@@ -441,6 +441,26 @@ impl Cluster {
         })
     }
 
+    /// `CLUSTER FAILOVER` on replica `r` until it is a primary (a manual
+    /// failover gives up when the replica cannot catch up in time, as on a
+    /// loaded machine; asked again then, not sooner, since asking restarts
+    /// it). Nothing acknowledged is lost.
+    pub fn fail_over_to(&mut self, r: usize) {
+        let mut asked = std::time::Instant::now() - Duration::from_secs(60);
+        wait_for("CLUSTER FAILOVER", Duration::from_secs(120), || {
+            if self.myself(r).primary {
+                return true;
+            }
+            if asked.elapsed() > Duration::from_secs(10) {
+                let _ = redis::cmd("CLUSTER")
+                    .arg("FAILOVER")
+                    .query::<redis::Value>(&mut self.con(r));
+                asked = std::time::Instant::now();
+            }
+            false
+        });
+    }
+
     /// Sends a signal (`STOP`, `CONT`) to node `i`'s sidecar.
     pub fn signal_sidecar(&self, i: usize, sig: &str) {
         let pid = self.nodes[i]

@@ -326,20 +326,7 @@ fn a_follower_sees_every_acknowledged_write_once_through_faults() {
     cluster.start_sidecar(owner);
     progress();
     let replica = cluster.replica_of(owner).expect("a replica");
-    // Asked again only when a try gave up (a lagging replica).
-    let mut asked = std::time::Instant::now() - Duration::from_secs(60);
-    wait_for("the replica to take over", Duration::from_secs(90), || {
-        if cluster.myself(replica).primary {
-            return true;
-        }
-        if asked.elapsed() > Duration::from_secs(10) {
-            let _ = redis::cmd("CLUSTER")
-                .arg("FAILOVER")
-                .query::<String>(&mut cluster.con(replica));
-            asked = std::time::Instant::now();
-        }
-        false
-    });
+    cluster.fail_over_to(replica);
     cluster.wait_ok();
     progress();
     let to = cluster

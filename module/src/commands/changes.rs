@@ -22,7 +22,7 @@ use lake_shared::stamp::Bound;
 use lake_shared::{catalog, member, LakeError};
 use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 
-use super::{arg_str, catalog_arg, newest_stamp, read_int};
+use super::{arg_str, catalog_arg, newest_stamp, parse_count, read_int};
 use crate::owner::{self, Op};
 use crate::zset;
 
@@ -63,17 +63,7 @@ pub fn changes(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, Lake
             .and_then(|v| arg_str(v, &opt))?;
         match opt.as_str() {
             "SINCE" if since.is_none() => since = Some(v),
-            "COUNT" => {
-                count = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_COUNT).contains(n))
-                    .ok_or_else(|| {
-                        LakeError::invalid(format!(
-                            "COUNT needs a whole number from 1 to {MAX_COUNT}, got '{v}'"
-                        ))
-                    })?;
-            }
+            "COUNT" => count = parse_count(v, MAX_COUNT)?,
             "BLOCK" => {
                 block = Some(v.parse::<u32>().map_err(|_| {
                     LakeError::invalid(format!(

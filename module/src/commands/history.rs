@@ -14,7 +14,7 @@ use lake_shared::stamp::Bound;
 use lake_shared::{catalog, member, LakeError};
 use redis_module::{Context, RedisString, RedisValue};
 
-use super::{arg_str, catalog_arg};
+use super::{arg_str, catalog_arg, parse_count};
 use crate::owner::{self, Op};
 use crate::zset;
 
@@ -47,18 +47,7 @@ pub fn history(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, Lake
         match opt.as_str() {
             "FROM" => lo = Bound::parse(value()?, "FROM")?,
             "TO" => hi = Bound::parse(value()?, "TO")?,
-            "COUNT" => {
-                let v = value()?;
-                count = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_COUNT).contains(n))
-                    .ok_or_else(|| {
-                        LakeError::invalid(format!(
-                            "COUNT needs a whole number from 1 to {MAX_COUNT}, got '{v}'"
-                        ))
-                    })?;
-            }
+            "COUNT" => count = parse_count(value()?, MAX_COUNT)?,
             "REV" | "SNAPSHOTS" => {
                 rev |= opt == "REV";
                 snaps |= opt == "SNAPSHOTS";

@@ -84,6 +84,19 @@ pub(crate) fn newest_stamp(ctx: &Context, cat: &str) -> Result<i64, LakeError> {
     Ok(delta.max(snap).unwrap_or(0))
 }
 
+/// A `COUNT` value: a whole number from 1 to `max` (a page is bounded so
+/// one command never holds the main thread long).
+pub(crate) fn parse_count(v: &str, max: usize) -> Result<usize, LakeError> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            LakeError::invalid(format!(
+                "COUNT needs a whole number from 1 to {max}, got '{v}'"
+            ))
+        })
+}
+
 pub(crate) fn check_can_block(ctx: &Context, cmd: &str) -> Result<(), LakeError> {
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
