@@ -1,6 +1,6 @@
-//! The hot-read reply cache: `LAKE.READ` of a catalog that has not changed
-//! since the last read is answered on Redis's main thread, with no sidecar
-//! round trip.
+//! The hot-read reply cache: `LAKE.READ` (and `LAKE.VIEW`) of a catalog
+//! that has not changed since the last one is answered on Redis's main
+//! thread, with no sidecar round trip.
 //!
 //! Why it can never answer what a fresh merge would not: an answer is kept
 //! under exactly what the read was planned from in one command execution
@@ -30,6 +30,8 @@ use crate::config;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     catalog: String,
+    /// `LAKE.VIEW`'s view name; `None` for `LAKE.READ`.
+    view: Option<String>,
     path: Option<String>,
     base: Option<String>,
     deltas: usize,
@@ -38,9 +40,18 @@ pub struct Key {
 }
 
 impl Key {
+    /// The key of `LAKE.VIEW <catalog> <view>` planned as `r`.
+    pub fn of_view(r: &Read, view: &str) -> Key {
+        Key {
+            view: Some(view.to_string()),
+            ..Key::of(r)
+        }
+    }
+
     pub fn of(r: &Read) -> Key {
         Key {
             catalog: r.catalog.clone(),
+            view: None,
             path: r.path.clone(),
             base: r.base.as_ref().map(|b| b.uuid.clone()),
             deltas: r.deltas.len(),
@@ -52,6 +63,7 @@ impl Key {
     fn bytes(&self) -> usize {
         // The strings, plus the map's and the order's bookkeeping.
         self.catalog.len()
+            + self.view.as_ref().map_or(0, String::len)
             + self.path.as_ref().map_or(0, String::len)
             + self.base.as_ref().map_or(0, String::len)
             + self.last.as_ref().map_or(0, String::len)

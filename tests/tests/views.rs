@@ -39,10 +39,22 @@ fn doc(con: &mut redis::Connection, cat: &str) -> Value {
     serde_json::from_str(&t).expect("JSON")
 }
 
+/// Once per version whether the repeat is answered by the module's reply
+/// cache or by the sidecar's view cache (the module's off).
 #[test]
 fn a_view_is_its_function_of_the_document_computed_once_per_version() {
+    once_per_version(true);
+    once_per_version(false);
+}
+
+fn once_per_version(reply_cache: bool) {
     let lake = Lake::with(Options {
         views: views(),
+        module_args: if reply_cache {
+            Vec::new()
+        } else {
+            ["reply-cache-mb", "0"].map(String::from).to_vec()
+        },
         ..Options::default()
     });
     let mut con = lake.con();
@@ -72,7 +84,12 @@ fn a_view_is_its_function_of_the_document_computed_once_per_version() {
         assert_eq!(view(&mut con, "shop", "count"), Ok(Some(json!(3))));
     }
     assert_eq!(lake.metric("views_run_total"), runs);
-    assert_eq!(lake.metric("views_cached_total"), 5);
+    if reply_cache {
+        let info: String = redis::cmd("INFO").arg("lake").query(&mut con).unwrap();
+        assert!(info.contains("lake_reply_cache_hits:5"), "{info}");
+    } else {
+        assert_eq!(lake.metric("views_cached_total"), 5);
+    }
     // A write: computed again, once.
     let (uuid, _) = write(&mut con, "shop", "open", "true").unwrap();
     assert_eq!(view(&mut con, "shop", "count"), Ok(Some(json!(4))));

@@ -3,10 +3,14 @@
 //! the custom modes' sandbox with their limits), nil for an empty catalog.
 //!
 //! The module plans the read exactly as `LAKE.READ` does (one command
-//! execution); the sidecar computes the view at most once per catalog
-//! version and answers from its cache otherwise (`sidecar/src/views.rs`).
+//! execution) and answers an unchanged catalog from its reply cache
+//! (`reply_cache.rs`); the sidecar computes the view at most once per
+//! catalog version and answers from its own cache otherwise
+//! (`sidecar/src/views.rs`).
 
-use lake_shared::proto::{Request, Response, View};
+use std::sync::Arc;
+
+use lake_shared::proto::{Request, Response, SnapshotPolicy, View};
 use lake_shared::{mode, LakeError};
 use redis_module::{Context, RedisString, RedisValue};
 use serde_json::value::RawValue;
@@ -15,7 +19,7 @@ use super::read::plan;
 use super::{arg_str, catalog_arg, check_can_block, unexpected};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{state, stats};
+use crate::{reply_cache, state, stats};
 
 pub fn view(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError> {
     if args.len() != 3 {
@@ -36,6 +40,13 @@ pub fn view(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     let Some(read) = plan(ctx, cat, None, None, None)?.read else {
         return Ok(RedisValue::Null);
     };
+    // Unchanged since the last call: answered here (see reply_cache.rs).
+    let cache_key =
+        (read.snapshot == SnapshotPolicy::Never).then(|| reply_cache::Key::of_view(&read, &name));
+    if let Some(answer) = cache_key.as_ref().and_then(reply_cache::get) {
+        stats::bump(&stats::READS);
+        return Ok(answer.map_or(RedisValue::Null, |t| RedisValue::BulkString(t.to_string())));
+    }
     let client = state::client()?;
     client.check_room()?;
     let bc = Blocked::new(ctx)?;
@@ -43,6 +54,9 @@ pub fn view(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
         &Request::View(View { view: name, read }),
         Box::new(move |res| match res {
             Ok(Response::Doc(doc)) => {
+                if let Some(key) = cache_key {
+                    reply_cache::put(key, doc.json.as_deref().map(|j| Arc::from(j.get())));
+                }
                 stats::bump(&stats::READS);
                 bc.reply_here(doc.json.as_deref().map(RawValue::get));
             }
