@@ -278,6 +278,10 @@ pub fn run(clients: &[usize], secs: f64) {
     println!("\n#### LAKE.CHANGES fan-out: 8 writers on one catalog, followers blocked on it\n");
     println!("| followers | writes/s (p50/p99 ms) | entries delivered/s | delivery p50 / p99 ms |\n|---:|---:|---:|---:|");
     for (f, w, d) in &fan {
+        if *f == 0 {
+            println!("| 0 | {} | - | - |", fmt_cell(w));
+            continue;
+        }
         println!(
             "| {f} | {} | {:.0} | {:.2} / {:.2} |",
             fmt_cell(w),
