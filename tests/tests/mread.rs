@@ -44,6 +44,13 @@ fn mread_equals_the_single_reads() {
     let expect: Vec<Option<String>> = args.iter().map(|c| read(&mut con, c, &[])).collect();
     assert_eq!(expect[1], None);
     assert_eq!(mread(&mut con, &args).expect("MREAD"), expect);
+    // The single reads filled the reply cache: MREAD answered the four
+    // unchanged catalogs from it, and answers the same after a write.
+    let info: String = redis::cmd("INFO").arg("lake").query(&mut con).unwrap();
+    assert!(info.contains("lake_reply_cache_hits:4"), "{info}");
+    write(&mut con, "m/b", "new", "true").expect("write");
+    let expect: Vec<Option<String>> = args.iter().map(|c| read(&mut con, c, &[])).collect();
+    assert_eq!(mread(&mut con, &args).expect("MREAD"), expect);
     // A trailing PATH <field> applies to every catalog.
     let got = mread(&mut con, &["m/a", "m/empty", "m/c", "PATH", "f1"]).expect("MREAD PATH");
     let expect: Vec<Option<String>> = ["m/a", "m/empty", "m/c"]

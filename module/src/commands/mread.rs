@@ -10,11 +10,12 @@
 //!   key): a cluster refuses catalogs of different slots (`CROSSSLOT`, as
 //!   for `MGET`) and ACL key patterns apply to each.
 //! - The client is answered once, after every catalog's answer, or with the
-//!   first error (its prefix kept); nothing is committed.
+//!   first error (its prefix kept); nothing is committed. An unchanged
+//!   catalog is answered from the reply cache (`reply_cache.rs`).
 
 use std::sync::{Arc, Mutex};
 
-use lake_shared::proto::{Request, Response};
+use lake_shared::proto::{Request, Response, SnapshotPolicy};
 use lake_shared::LakeError;
 use redis_module::{Context, RedisString, RedisValue};
 
@@ -22,7 +23,7 @@ use super::read::plan;
 use super::{arg_str, catalog_arg, check_can_block, unexpected};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{state, stats};
+use crate::{reply_cache, state, stats};
 
 const USAGE: &str = "LAKE.MREAD <catalog> [<catalog> ...] [PATH <field>]";
 
@@ -108,12 +109,33 @@ pub fn mread(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         owner::check_command(ctx, cat, Op::Read)?;
         reads.push(plan(ctx, cat, read_path.clone(), None, None)?.read);
     }
-    let docs: Vec<Option<Option<String>>> =
-        reads.iter().map(|r| r.is_none().then_some(None)).collect();
+    // Empty catalogs are nil; unchanged ones come from the reply cache
+    // (reply_cache.rs); the rest go to the sidecar.
+    let mut docs: Vec<Option<Option<String>>> = Vec::with_capacity(reads.len());
+    let mut keys: Vec<Option<reply_cache::Key>> = Vec::with_capacity(reads.len());
+    for r in reads.iter_mut() {
+        let key = r
+            .as_ref()
+            .filter(|r| r.snapshot == SnapshotPolicy::Never)
+            .map(reply_cache::Key::of);
+        match (&r, key.as_ref().and_then(reply_cache::get)) {
+            (None, _) => docs.push(Some(None)),
+            (Some(_), Some(hit)) => {
+                docs.push(Some(hit.map(|t| t.to_string())));
+                *r = None;
+            }
+            (Some(_), None) => docs.push(None),
+        }
+        keys.push(key);
+    }
     let left = reads.iter().filter(|r| r.is_some()).count();
     if left == 0 {
         stats::bump(&stats::READS);
-        return Ok(RedisValue::Array(vec![RedisValue::Null; cats.len()]));
+        return Ok(RedisValue::Array(
+            docs.into_iter()
+                .map(|d| d.flatten().map_or(RedisValue::Null, RedisValue::BulkString))
+                .collect(),
+        ));
     }
     let client = state::client()?;
     client.check_room()?;
@@ -122,12 +144,15 @@ pub fn mread(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         docs,
         left,
     }));
-    for (i, read) in reads.into_iter().enumerate() {
+    for (i, (read, key)) in reads.into_iter().zip(keys).enumerate() {
         let Some(read) = read else { continue };
         let pending = pending.clone();
         client.submit(
             &Request::Read(read),
             Box::new(move |res| {
+                if let (Some(key), Ok(Response::Doc(doc))) = (key, &res) {
+                    reply_cache::put(key, doc.json.as_deref().map(|j| Arc::from(j.get())));
+                }
                 let answer = match res {
                     // A background snapshot is announced and committed
                     // apart (`on_unsolicited`); a reply never carries one
