@@ -15,7 +15,12 @@
 //!   never indexed, and its object is an orphan for `LAKE.GC`.
 //! - A panic inside a job is caught ([`crate::entry`]) and becomes an error
 //!   reply.
+//! - Every answer feeds Redis's latency monitor with the time from blocking
+//!   to the reply under the command's event (`lake-write`, `lake-read`,
+//!   ...): `LATENCY LATEST` / `LATENCY HISTORY` show slow Lake commands
+//!   once they pass `latency-monitor-threshold` (Redis does that check).
 
+use std::ffi::CStr;
 use std::os::raw::c_void;
 use std::time::Instant;
 
@@ -34,14 +39,18 @@ pub struct Blocked {
     inner: *mut raw::RedisModuleBlockedClient,
     /// When the client must have its answer (`timeout-ms` after blocking).
     deadline: Instant,
+    started: Instant,
+    /// The latency monitor's event for this command.
+    event: &'static CStr,
 }
 
 // The handle is only used to unblock, which Redis allows from any thread.
 unsafe impl Send for Blocked {}
 
 impl Blocked {
-    /// Blocks the client of the running command.
-    pub fn new(ctx: &Context) -> Result<Blocked, LakeError> {
+    /// Blocks the client of the running command; `event` names it in
+    /// Redis's latency monitor (`c"lake-write"`).
+    pub fn new(ctx: &Context, event: &'static CStr) -> Result<Blocked, LakeError> {
         let block = unsafe { raw::RedisModule_BlockClient }
             .ok_or_else(|| LakeError::internal("RedisModule_BlockClient is missing"))?;
         let deadline = Instant::now() + config::timeout();
@@ -57,7 +66,12 @@ impl Blocked {
         if inner.is_null() {
             return Err(LakeError::internal("Redis refused to block the client"));
         }
-        Ok(Blocked { inner, deadline })
+        Ok(Blocked {
+            inner,
+            deadline,
+            started: Instant::now(),
+            event,
+        })
     }
 
     pub fn deadline(&self) -> Instant {
@@ -111,6 +125,17 @@ impl Blocked {
         if inner.is_null() {
             return;
         }
+        let (started, event) = (self.started, self.event);
+        let job: Slot = job.map(|job| -> Job {
+            Box::new(move |ctx| {
+                let out = job(ctx);
+                if let Some(sample) = unsafe { raw::RedisModule_LatencyAddSample } {
+                    let ms = started.elapsed().as_millis().min(i64::MAX as u128) as i64;
+                    unsafe { sample(event.as_ptr(), ms) };
+                }
+                out
+            })
+        });
         let slot = Box::into_raw(Box::new(job)).cast::<c_void>();
         if let Some(unblock) = unsafe { raw::RedisModule_UnblockClient } {
             unsafe { unblock(inner, slot) };

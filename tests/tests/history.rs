@@ -182,3 +182,34 @@ fn info_lake_counts_what_the_module_did() {
     assert_eq!(down["sidecar_connected"], 0);
     assert_eq!(down["errors_lakedown"], after["errors_lakedown"] + 1);
 }
+
+/// A command slower than `latency-monitor-threshold` (the sidecar frozen
+/// while it waits) shows in Redis's own `LATENCY LATEST` as a `lake-*`
+/// event.
+#[test]
+fn slow_commands_feed_redis_latency_monitor() {
+    let lake = Lake::start();
+    let mut c = lake.con();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-monitor-threshold")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    write(&mut c, "slow", "a", "1").unwrap();
+    let latest = |c: &mut redis::Connection| -> String {
+        let v: redis::Value = redis::cmd("LATENCY").arg("LATEST").query(c).unwrap();
+        format!("{v:?}")
+    };
+    assert!(!latest(&mut c).contains("lake-write"), "a fast write is no event");
+    lake.signal_sidecar("STOP");
+    let mut w = lake.con();
+    let waiting = std::thread::spawn(move || write(&mut w, "slow", "b", "2"));
+    // Held past the threshold: the write waits for the frozen sidecar.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    lake.signal_sidecar("CONT");
+    waiting.join().unwrap().expect("the write completes once thawed");
+    let events = latest(&mut c);
+    assert!(events.contains("lake-write"), "{events}");
+    lake.assert_no_crash();
+}

@@ -138,7 +138,7 @@ pub fn gc(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeError
     *walk = Some(Walk {
         session: uuid::Uuid::new_v4().as_u64_pair().0,
         began_ms: (lake_shared::stamp::now_us() / 1000).max(0) as u64,
-        bc: Blocked::new(ctx)?,
+        bc: Blocked::new(ctx, c"lake-gc")?,
         grace,
         dry_run,
         slots,

@@ -140,7 +140,7 @@ pub fn mread(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     let client = state::client()?;
     client.check_room()?;
     let pending = Arc::new(Mutex::new(Pending {
-        bc: Some(Blocked::new(ctx)?),
+        bc: Some(Blocked::new(ctx, c"lake-mread")?),
         docs,
         left,
     }));

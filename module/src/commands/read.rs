@@ -88,7 +88,7 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     client.check_room()?;
     let req = Request::Read(req);
     let cat = cat.to_string();
-    let bc = Blocked::new(ctx)?;
+    let bc = Blocked::new(ctx, c"lake-read")?;
     client.submit(
         &req,
         Box::new(move |res| {

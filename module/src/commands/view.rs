@@ -49,7 +49,7 @@ pub fn view(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     }
     let client = state::client()?;
     client.check_room()?;
-    let bc = Blocked::new(ctx)?;
+    let bc = Blocked::new(ctx, c"lake-view")?;
     client.submit(
         &Request::View(View { view: name, read }),
         Box::new(move |res| match res {

@@ -75,7 +75,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         value: Vec::new(),
     });
     let (cat, field) = (cat.to_string(), field.to_string());
-    let bc = Blocked::new(ctx)?;
+    let bc = Blocked::new(ctx, c"lake-write")?;
     // The value goes as the frame's tail: one copy, no parse here (the
     // sidecar checks it is JSON and answers ERR if not).
     client.submit_with_tail(
