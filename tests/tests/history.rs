@@ -201,14 +201,20 @@ fn slow_commands_feed_redis_latency_monitor() {
         let v: redis::Value = redis::cmd("LATENCY").arg("LATEST").query(c).unwrap();
         format!("{v:?}")
     };
-    assert!(!latest(&mut c).contains("lake-write"), "a fast write is no event");
+    assert!(
+        !latest(&mut c).contains("lake-write"),
+        "a fast write is no event"
+    );
     lake.signal_sidecar("STOP");
     let mut w = lake.con();
     let waiting = std::thread::spawn(move || write(&mut w, "slow", "b", "2"));
     // Held past the threshold: the write waits for the frozen sidecar.
     std::thread::sleep(std::time::Duration::from_millis(300));
     lake.signal_sidecar("CONT");
-    waiting.join().unwrap().expect("the write completes once thawed");
+    waiting
+        .join()
+        .unwrap()
+        .expect("the write completes once thawed");
     let events = latest(&mut c);
     assert!(events.contains("lake-write"), "{events}");
     lake.assert_no_crash();
