@@ -25,6 +25,7 @@
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 
 use lake_shared::LakeError;
 use redis_module::{raw, Context, InfoContext, RedisString, RedisValue};
@@ -179,16 +180,12 @@ extern "C" fn cmd_fault(
 /// Blocks a `LAKE.CHANGES` follower on its catalog's index key until a
 /// delta lands there ([`changes_ready`]) or `ms` pass ([`changes_timeout`];
 /// 0 waits for ever).
-pub fn block_on_changes(
-    ctx: &Context,
-    q: commands::ChangesQuery,
-    ms: u32,
-) -> Result<(), LakeError> {
+pub fn block_on_changes(ctx: &Context, f: commands::Follower, ms: u32) -> Result<(), LakeError> {
     let block = unsafe { raw::RedisModule_BlockClientOnKeys }
         .ok_or_else(|| LakeError::internal("RedisModule_BlockClientOnKeys is missing"))?;
-    let key = ctx.create_string(lake_shared::catalog::index_key(&q.catalog).as_str());
+    let key = ctx.create_string(lake_shared::catalog::index_key(&f.query.catalog).as_str());
     let mut keys = [key.inner];
-    let privdata = Box::into_raw(Box::new(q)).cast::<c_void>();
+    let follower = Box::into_raw(Box::new(f));
     let bc = unsafe {
         block(
             ctx.ctx,
@@ -198,18 +195,30 @@ pub fn block_on_changes(
             i64::from(ms),
             keys.as_mut_ptr(),
             1,
-            privdata,
+            follower.cast::<c_void>(),
         )
     };
     if bc.is_null() {
-        changes_free(ctx.ctx, privdata);
+        changes_free(ctx.ctx, follower.cast::<c_void>());
         return Err(LakeError::internal("Redis refused to block the client"));
     }
+    // Redis frees the follower only after this command returns.
+    unsafe { (*follower).blocked(bc) };
     Ok(())
 }
 
+/// The follower a blocked `LAKE.CHANGES` client carries; set when blocking
+/// and freed only after the client is done.
+fn follower<'a>(ctx: *mut raw::RedisModuleCtx) -> Option<&'a commands::Follower> {
+    let p = unsafe { raw::RedisModule_GetBlockedClientPrivateData.map(|f| f(ctx)) }
+        .unwrap_or(std::ptr::null_mut())
+        .cast::<commands::Follower>();
+    unsafe { p.as_ref() }
+}
+
 /// Redis signalled a follower's index key: answers the new deltas, or
-/// returns `REDISMODULE_ERR` (keep waiting) when there are none yet.
+/// returns `REDISMODULE_ERR` (keep waiting) when there are none yet or
+/// their values are still being fetched.
 extern "C" fn changes_ready(
     ctx: *mut raw::RedisModuleCtx,
     _: *mut *mut raw::RedisModuleString,
@@ -222,19 +231,9 @@ extern "C" fn changes_ready(
                 "serving LAKE.CHANGES panicked; see the Redis log",
             )))
         },
-        || {
-            let q = unsafe { raw::RedisModule_GetBlockedClientPrivateData.map(|f| f(ctx)) }
-                .unwrap_or(std::ptr::null_mut())
-                .cast::<commands::ChangesQuery>();
-            // Set when blocking and freed only after the client is done.
-            let Some(q) = (unsafe { q.as_ref() }) else {
-                return Some(Err(LakeError::internal("a follower lost its query")));
-            };
-            match commands::changes_page(&Context::new(ctx), q) {
-                Ok(page) if page.is_empty() => None,
-                Ok(page) => Some(Ok(RedisValue::Array(page))),
-                Err(e) => Some(Err(e)),
-            }
+        || match follower(ctx) {
+            Some(f) => f.ready(&Context::new(ctx)),
+            None => Some(Err(LakeError::internal("a follower lost its query"))),
         },
     );
     match out {
@@ -246,24 +245,67 @@ extern "C" fn changes_ready(
     }
 }
 
-/// A follower's `BLOCK` ran out (or `CLIENT UNBLOCK`): no changes.
+/// A follower's `BLOCK` ran out (or `CLIENT UNBLOCK`): no changes. Also
+/// how a `WITHVALUES` follower is answered once its values came
+/// ([`values_arrived`] unblocks it).
 extern "C" fn changes_timeout(
     ctx: *mut raw::RedisModuleCtx,
     _: *mut *mut raw::RedisModuleString,
     _: c_int,
 ) -> c_int {
-    answer(ctx, Ok(RedisValue::Array(Vec::new())));
+    let out = guard(
+        "LAKE.CHANGES timeout",
+        || {
+            Err(LakeError::internal(
+                "serving LAKE.CHANGES panicked; see the Redis log",
+            ))
+        },
+        || follower(ctx).map_or(Ok(RedisValue::Array(Vec::new())), |f| f.timed_out()),
+    );
+    answer(ctx, out);
     raw::REDISMODULE_OK as c_int
 }
 
-/// Frees a follower's query.
+/// Frees a follower.
 extern "C" fn changes_free(_: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
     guard(
         "LAKE.CHANGES free",
         || (),
         || {
             if !privdata.is_null() {
-                drop(unsafe { Box::from_raw(privdata.cast::<commands::ChangesQuery>()) });
+                drop(unsafe { Box::from_raw(privdata.cast::<commands::Follower>()) });
+            }
+        },
+    );
+}
+
+/// A `WITHVALUES` follower's values came back (any thread): the main
+/// thread unblocks it ([`values_arrived`]).
+pub fn hand_back(fetch: Arc<Mutex<commands::ChangesFetch>>) {
+    let Some(add) = (unsafe { raw::RedisModule_EventLoopAddOneShot }) else {
+        // Without it the follower times out and re-asks: nothing is missed.
+        return;
+    };
+    let p = Arc::into_raw(fetch).cast_mut().cast::<c_void>();
+    unsafe { add(Some(values_arrived), p) };
+}
+
+/// On the main thread: unblocks the follower whose values came, if Redis
+/// still keeps it; Redis then runs [`changes_timeout`], which replies them.
+extern "C" fn values_arrived(p: *mut c_void) {
+    guard(
+        "LAKE.CHANGES values",
+        || (),
+        || {
+            if p.is_null() {
+                return;
+            }
+            let fetch =
+                unsafe { Arc::from_raw(p.cast_const().cast::<Mutex<commands::ChangesFetch>>()) };
+            if let (Some(bc), Some(unblock)) = (commands::ChangesFetch::deliver(&fetch), unsafe {
+                raw::RedisModule_UnblockClient
+            }) {
+                unsafe { unblock(bc, std::ptr::null_mut()) };
             }
         },
     );

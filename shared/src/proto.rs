@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use crate::LakeError;
 
 /// Protocol version carried in every frame and in the handshake.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 /// Magic string of the handshake.
 pub const MAGIC: &str = "lake";
 /// Bytes after the length prefix that every frame has (version + id).
@@ -154,6 +154,22 @@ pub struct View {
     pub read: Read,
 }
 
+/// The stored mode and value of each delta, for a change feed that asks
+/// for them (`LAKE.CHANGES ... WITHVALUES`); answered [`Response::Values`]
+/// in the same order, or an error naming the first that cannot be read.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Values {
+    pub catalog: String,
+    pub deltas: Vec<DeltaRef>,
+}
+
+/// One delta's body as its envelope holds it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeltaValue {
+    pub mode: String,
+    pub value: Box<RawValue>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Hello(Hello),
@@ -163,6 +179,7 @@ pub enum Request {
     GcRefs(GcRefs),
     Ship(Ship),
     View(View),
+    Values(Values),
 }
 
 /// Handshake accepted.
@@ -213,6 +230,8 @@ pub enum Response {
     GcRefsOk,
     /// A [`Ship`] batch is stored under this key.
     Shipped(String),
+    /// The bodies a [`Values`] asked for, in its order.
+    Values(Vec<DeltaValue>),
     Error(LakeError),
 }
 

@@ -253,6 +253,10 @@ async fn handle(
             Ok(()) => Response::GcRefsOk,
             Err(e) => Response::Error(e),
         },
+        Request::Values(v) => match service.values(v).await {
+            Ok(v) => Response::Values(v),
+            Err(e) => Response::Error(e),
+        },
         Request::Read(r) => return answer_read(service, id, service.read(r).await, tx).await,
         Request::View(v) => return answer_read(service, id, service.view(v).await, tx).await,
     };

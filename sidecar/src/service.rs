@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use lake_shared::envelope;
 use lake_shared::proto::{
-    DeltaRef, Doc, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored, View,
+    DeltaRef, DeltaValue, Doc, Put, Read, SnapRef, SnapshotPolicy, SnapshotStored, Stored, Values,
+    View,
 };
 use lake_shared::segment::Locator;
 use lake_shared::{catalog, path, LakeError};
@@ -236,14 +237,7 @@ impl Service {
         };
         let mut fold_deltas = Vec::with_capacity(bodies.len());
         for ((key, body), d) in bodies.iter().zip(new_deltas) {
-            let e = envelope::Delta::decode(body, key)
-                .map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?;
-            if e.catalog != cat || e.field != d.field {
-                return Err(LakeError::data(format!(
-                    "catalog '{cat}': delta {} object '{key}' holds catalog '{}' field '{}', the index says field '{}'",
-                    d.uuid, e.catalog, e.field, d.field
-                )));
-            }
+            let e = decode_delta(cat, key, body, d)?;
             fold_deltas.push(FoldDelta {
                 path: path::parse(&e.field)
                     .map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?,
@@ -327,6 +321,27 @@ impl Service {
             }
         }
         Ok((answer, deferred))
+    }
+
+    /// The stored mode and value of each delta of `v`, in order, fetched as
+    /// a read fetches them (bounded, coalesced) and checked against the
+    /// index the same way; any missing or foreign body fails the whole
+    /// answer, naming it.
+    pub async fn values(&self, v: Values) -> Result<Vec<DeltaValue>, LakeError> {
+        catalog::validate(&v.catalog)?;
+        let cat = v.catalog.as_str();
+        let bodies = self.fetch_deltas(cat, &v.deltas).await?;
+        bodies
+            .iter()
+            .zip(&v.deltas)
+            .map(|((key, body), d)| {
+                let e = decode_delta(cat, key, body, d)?;
+                Ok(DeltaValue {
+                    mode: e.mode,
+                    value: e.value.to_owned(),
+                })
+            })
+            .collect()
     }
 
     /// Computes view `v.view` over the document `v.read` merges, at most
@@ -605,6 +620,25 @@ enum Fetch {
 /// Prefixes an error with the catalog and the object it concerns.
 fn named(cat: &str, what: &str, e: LakeError) -> LakeError {
     LakeError::new(e.kind, format!("catalog '{cat}': {what}: {}", e.message))
+}
+
+/// Decodes delta `d`'s body (read from `key`) and checks it is what the
+/// index says: this catalog's, this field's.
+fn decode_delta<'a>(
+    cat: &str,
+    key: &str,
+    body: &'a [u8],
+    d: &DeltaRef,
+) -> Result<envelope::Delta<'a>, LakeError> {
+    let e = envelope::Delta::decode(body, key)
+        .map_err(|e| named(cat, &format!("delta {}", d.uuid), e))?;
+    if e.catalog != cat || e.field != d.field {
+        return Err(LakeError::data(format!(
+            "catalog '{cat}': delta {} object '{key}' holds catalog '{}' field '{}', the index says field '{}'",
+            d.uuid, e.catalog, e.field, d.field
+        )));
+    }
+    Ok(e)
 }
 
 fn raw(text: String) -> Result<Box<RawValue>, LakeError> {

@@ -1,6 +1,6 @@
 //! The change feed: `LAKE.CHANGES <cat> SINCE <stamp|$> [COUNT n] [BLOCK
-//! ms]` pages the deltas after a stamp and blocks until one lands; Lake's
-//! keyspace events; a follower through a sidecar kill, a failover and a
+//! ms] [WITHVALUES]` pages the deltas after a stamp (with their stored mode
+//! and value when asked) and blocks until one lands; Lake's keyspace events; a follower through a sidecar kill, a failover and a
 //! slot migration sees every acknowledged write exactly once, in stamp
 //! order.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lake_shared::cluster::catalog_slot;
 use lake_tests::cluster::Cluster;
-use lake_tests::{err_text, redis, wait_for, write, Lake};
+use lake_tests::{err_text, redis, wait_for, write, Lake, Options, StoreKind};
 
 /// One feed entry: (stamp, field, uuid).
 type Entry = (i64, String, String);
@@ -26,6 +26,30 @@ fn changes(
         .arg(args)
         .query(con)
         .map_err(err_text)
+}
+
+/// One feed entry with its body: (stamp, field, uuid, mode, value).
+type Valued = (i64, String, String, String, String);
+
+fn changes_values(
+    con: &mut impl redis::ConnectionLike,
+    cat: &str,
+    args: &[&str],
+) -> Result<Vec<Valued>, String> {
+    redis::cmd("LAKE.CHANGES")
+        .arg(cat)
+        .arg(args)
+        .arg("WITHVALUES")
+        .query(con)
+        .map_err(err_text)
+}
+
+/// Waits until `n` clients are blocked on `con`'s Redis.
+fn wait_blocked(con: &mut redis::Connection, n: usize) {
+    wait_for("the follower to block", Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO").arg("clients").query(con).unwrap();
+        info.contains(&format!("blocked_clients:{n}\r"))
+    });
 }
 
 #[test]
@@ -364,4 +388,184 @@ fn a_follower_sees_every_acknowledged_write_once_through_faults() {
         acked.len()
     );
     cluster.assert_sound();
+}
+
+/// `WITHVALUES` answers each delta's mode and value exactly as stored (the
+/// value's bytes as the client sent them), on one-object deltas and on
+/// segment records read by range, paged and blocking alike.
+#[test]
+fn withvalues_carries_each_deltas_mode_and_value() {
+    let batched = Options {
+        store: StoreKind::S3,
+        sidecar_args: ["--batch-window-us", "2000"].map(String::from).to_vec(),
+        ..Options::default()
+    };
+    for opts in [Options::default(), batched] {
+        let lake = Lake::with(opts);
+        let mut con = lake.con();
+        let big = format!("\"{}\"", "x".repeat(5_000));
+        let writes = [
+            ("a", r#"{"b": [1, 2]}"#, "SET"),
+            ("a.c", r#""caf\u00e9 é""#, "INSERT"),
+            ("a", r#"{"z" : null}"#, "MERGE"),
+            ("big", big.as_str(), "REPLACE"),
+        ];
+        let mut wrote = Vec::new();
+        for (field, json, mode) in writes {
+            let (uuid, stamp): (String, i64) = redis::cmd("LAKE.WRITE")
+                .arg("v")
+                .arg(field)
+                .arg(json)
+                .arg("MODE")
+                .arg(mode)
+                .query(&mut con)
+                .expect("write");
+            wrote.push((
+                stamp,
+                field.to_string(),
+                uuid,
+                mode.to_ascii_lowercase(),
+                json.to_string(),
+            ));
+        }
+        assert_eq!(
+            changes_values(&mut con, "v", &["SINCE", "0"]).unwrap(),
+            wrote
+        );
+        // Pages, each resuming from the last stamp seen.
+        let page = changes_values(
+            &mut con,
+            "v",
+            &["SINCE", &wrote[0].0.to_string(), "COUNT", "2"],
+        );
+        assert_eq!(page.unwrap(), wrote[1..3].to_vec());
+        // Nothing after the newest: an empty page, no sidecar trip needed.
+        assert_eq!(changes_values(&mut con, "v", &["SINCE", "$"]), Ok(vec![]));
+        // A blocked follower wakes with the body of the write that lands.
+        let url = lake.url();
+        let since = wrote[3].0.to_string();
+        let waiting = std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            changes_values(&mut c, "v", &["SINCE", &since, "BLOCK", "0"])
+        });
+        wait_blocked(&mut con, 1);
+        let (uuid, stamp) = write(&mut con, "v", "n", "[1,2,3]").expect("write");
+        let got = waiting
+            .join()
+            .expect("follower")
+            .expect("CHANGES WITHVALUES BLOCK");
+        assert_eq!(
+            got,
+            vec![(stamp, "n".into(), uuid, "set".into(), "[1,2,3]".into())]
+        );
+        // Nothing comes: empty after the BLOCK.
+        assert_eq!(
+            changes_values(&mut con, "v", &["SINCE", "$", "BLOCK", "50"]),
+            Ok(vec![])
+        );
+        // The bodies make the answer large: COUNT is bounded lower.
+        assert!(changes_values(&mut con, "v", &["SINCE", "0", "COUNT", "1000"]).is_ok());
+        let e = changes_values(&mut con, "v", &["SINCE", "0", "COUNT", "1001"]).unwrap_err();
+        assert!(e.starts_with("ERR") && e.contains("COUNT needs"), "{e}");
+        // Values come from the sidecar: inside MULTI that cannot wait.
+        let e = redis::pipe()
+            .atomic()
+            .cmd("LAKE.CHANGES")
+            .arg("v")
+            .arg("SINCE")
+            .arg("0")
+            .arg("WITHVALUES")
+            .query::<Vec<redis::Value>>(&mut con)
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_else(err_text);
+        assert!(e.contains("ERR") && e.contains("MULTI"), "{e}");
+        lake.assert_no_crash();
+    }
+}
+
+/// An index entry whose body is gone is `LAKEDATA` naming it, paged or
+/// blocked; a blocked follower whose values come after its `BLOCK` ran out
+/// gets the empty page and nothing more (the late answer is dropped, the
+/// connection stays in step); a down sidecar is `LAKEDOWN`.
+#[test]
+fn withvalues_fails_clearly_and_never_answers_twice() {
+    let mut lake = Lake::start();
+    let mut con = lake.con();
+    let (uuid, stamp) = write(&mut con, "w", "a", "1").expect("write");
+    // A member the index holds whose object never existed (what a lost
+    // object looks like), added behind Lake's back.
+    let lost = "00000000-0000-4000-8000-000000000001";
+    let e = changes_values(&mut con, "w", &["SINCE", "0"]);
+    assert_eq!(e.unwrap().len(), 1);
+    // A follower blocked with WITHVALUES wakes on the ZADD and is told.
+    let url = lake.url();
+    let since = stamp.to_string();
+    let waiting = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        changes_values(&mut c, "w", &["SINCE", &since, "BLOCK", "0"])
+    });
+    wait_blocked(&mut con, 1);
+    let _: i64 = redis::cmd("ZADD")
+        .arg("catalog:{w}")
+        .arg(stamp + 1)
+        .arg(format!("b:{lost}"))
+        .query(&mut con)
+        .expect("ZADD");
+    let e = waiting.join().expect("follower").expect_err("a lost body");
+    assert!(e.starts_with("LAKEDATA") && e.contains(lost), "{e}");
+    let e = changes_values(&mut con, "w", &["SINCE", "0"]).unwrap_err();
+    assert!(e.starts_with("LAKEDATA") && e.contains(lost), "{e}");
+    // Without values the feed still names every entry.
+    assert_eq!(
+        changes(&mut con, "w", &["SINCE", "0"]).unwrap(),
+        vec![
+            (stamp, "a".into(), uuid),
+            (stamp + 1, "b".into(), lost.into())
+        ]
+    );
+
+    // The sidecar freezes while a follower's values are on the way: its
+    // BLOCK runs out first and it gets the empty page; once the sidecar
+    // thaws, the late answer goes nowhere and the next reply on that
+    // connection is the next command's.
+    let (uuid2, stamp2) = write(&mut con, "w", "c", "2").expect("write");
+    let _: i64 = redis::cmd("ZREM")
+        .arg("catalog:{w}")
+        .arg(format!("c:{uuid2}"))
+        .query(&mut con)
+        .expect("ZREM");
+    let mut follower = lake.con();
+    let since = (stamp + 1).to_string();
+    let url = lake.url();
+    let waiting = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let first = changes_values(&mut c, "w", &["SINCE", &since, "BLOCK", "300"]);
+        (first, c)
+    });
+    wait_blocked(&mut con, 1);
+    lake.signal_sidecar("STOP");
+    let _: i64 = redis::cmd("ZADD")
+        .arg("catalog:{w}")
+        .arg(stamp2)
+        .arg(format!("c:{uuid2}"))
+        .query(&mut con)
+        .expect("ZADD");
+    let (first, mut c) = waiting.join().expect("follower");
+    assert_eq!(first, Ok(vec![]), "the BLOCK ran out first");
+    lake.signal_sidecar("CONT");
+    // The late answer arrives and must be dropped.
+    wait_for(
+        "the sidecar to answer again",
+        Duration::from_secs(10),
+        || changes_values(&mut follower, "w", &["SINCE", &(stamp + 1).to_string()]).is_ok(),
+    );
+    let pong: String = redis::cmd("PING").query(&mut c).expect("PING");
+    assert_eq!(pong, "PONG");
+    let got = changes(&mut c, "w", &["SINCE", &(stamp + 1).to_string()]).unwrap();
+    assert_eq!(got, vec![(stamp2, "c".into(), uuid2)]);
+
+    lake.kill_sidecar();
+    let e = changes_values(&mut con, "w", &["SINCE", "0"]).unwrap_err();
+    assert!(e.starts_with("LAKEDOWN"), "{e}");
+    lake.assert_no_crash();
 }

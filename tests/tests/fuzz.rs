@@ -334,7 +334,8 @@ impl Gen {
                 c.push(b"LAKE.CHANGES".to_vec());
                 c.push(cat);
                 for _ in 0..self.rng.random_range(0..4) {
-                    match self.rng.random_range(0..5) {
+                    match self.rng.random_range(0..6) {
+                        5 => c.push(b"WITHVALUES".to_vec()),
                         0 | 1 => {
                             c.push(b"SINCE".to_vec());
                             c.push(if self.chance(30) {

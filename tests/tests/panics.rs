@@ -179,3 +179,80 @@ fn a_panic_in_the_timer_or_info_is_caught_and_the_timer_keeps_running() {
     assert!(info.contains("sidecar_connected"), "{info}");
     assert_up(&lake, &mut con);
 }
+
+/// A `LAKE.CHANGES` follower blocked on its key: a panic in any of its
+/// entries (key signalled, values handed back, timeout, free) is caught; the
+/// follower gets an error or its empty page, never a hang or a second reply.
+#[test]
+fn a_panic_in_a_blocked_followers_entries_is_caught() {
+    let lake = lake();
+    let mut con = lake.con();
+    let follow = |block: &'static str| {
+        let url = lake.url();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let since: i64 = redis::cmd("LAKE.READ")
+                .arg("f")
+                .arg("WITHSTAMP")
+                .query::<(Option<String>, i64)>(&mut c)
+                .expect("WITHSTAMP")
+                .1;
+            let out = redis::cmd("LAKE.CHANGES")
+                .arg("f")
+                .arg("SINCE")
+                .arg(since)
+                .arg("BLOCK")
+                .arg(block)
+                .arg("WITHVALUES")
+                .query::<redis::Value>(&mut c)
+                .map_err(err_text);
+            let pong: String = redis::cmd("PING").query(&mut c).expect("PING after");
+            assert_eq!(pong, "PONG", "one reply per command");
+            out
+        })
+    };
+    let blocked = |con: &mut redis::Connection| {
+        wait_for("the follower to block", Duration::from_secs(10), || {
+            let info: String = redis::cmd("INFO").arg("clients").query(con).unwrap();
+            info.contains("blocked_clients:1\r")
+        })
+    };
+    // Key signalled: the follower is told.
+    arm(&mut con, "LAKE.CHANGES ready").expect("arm");
+    let f = follow("0");
+    blocked(&mut con);
+    write(&mut con, "f", "a", "1").expect("write");
+    let e = f.join().expect("follower").expect_err("ready panicked");
+    assert!(e.starts_with("LAKEINTERNAL"), "{e}");
+    assert_eq!(caught(&lake, "LAKE.CHANGES ready"), 1);
+    // Values handed back: nobody unblocks it early; when its BLOCK runs
+    // out it gets the page that arrived (or the empty page if none did).
+    arm(&mut con, "LAKE.CHANGES values").expect("arm");
+    let f = follow("500");
+    blocked(&mut con);
+    let (uuid, _) = write(&mut con, "f", "a", "2").expect("write");
+    let out = f.join().expect("follower").expect("a page");
+    let page = format!("{out:?}");
+    assert!(
+        out == redis::Value::Array(vec![]) || (page.contains(&uuid) && page.contains("set")),
+        "{page}"
+    );
+    assert_eq!(caught(&lake, "LAKE.CHANGES values"), 1);
+    // The timeout callback: an error instead of the empty page.
+    arm(&mut con, "LAKE.CHANGES timeout").expect("arm");
+    let e = follow("50")
+        .join()
+        .expect("follower")
+        .expect_err("timeout panicked");
+    assert!(e.starts_with("LAKEINTERNAL"), "{e}");
+    assert_eq!(caught(&lake, "LAKE.CHANGES timeout"), 1);
+    // Freeing the follower: its answer was already sent.
+    arm(&mut con, "LAKE.CHANGES free").expect("arm");
+    let f = follow("0");
+    blocked(&mut con);
+    let (uuid, _) = write(&mut con, "f", "a", "3").expect("write");
+    let out = f.join().expect("follower").expect("answered");
+    assert!(format!("{out:?}").contains(&uuid), "{out:?}");
+    wait_caught(&lake, "LAKE.CHANGES free", 1);
+    assert_up(&lake, &mut con);
+}

@@ -37,7 +37,7 @@ mod repair;
 mod view;
 mod write;
 
-pub use changes::{changes, page as changes_page, Query as ChangesQuery};
+pub use changes::{changes, Fetch as ChangesFetch, Follower};
 pub use compact::{compact, set_retention};
 pub use gc::gc;
 pub use history::history;
