@@ -108,8 +108,16 @@ fn now_us() -> i64 {
 
 /// `writers` writing one catalog for `secs` while `followers` follow it
 /// with `LAKE.CHANGES ... BLOCK`: the writers' stats and the delivery
-/// latency of every entry every follower got.
-fn feed(lake: &Lake, cat: &str, writers: usize, followers: usize, secs: f64) -> (Stats, Stats) {
+/// latency of every entry every follower got (`with_values`: each entry's
+/// mode and value too, fetched by the sidecar).
+fn feed(
+    lake: &Lake,
+    cat: &str,
+    writers: usize,
+    followers: usize,
+    with_values: bool,
+    secs: f64,
+) -> (Stats, Stats) {
     let stop = Arc::new(AtomicBool::new(false));
     let start = {
         let mut con = lake.con();
@@ -121,22 +129,26 @@ fn feed(lake: &Lake, cat: &str, writers: usize, followers: usize, secs: f64) -> 
             std::thread::spawn(move || {
                 let (mut lat, mut since) = (Vec::new(), start);
                 while !stop.load(Ordering::Relaxed) {
-                    let page: Vec<(i64, String, String)> = redis::cmd("LAKE.CHANGES")
-                        .arg(&cat)
+                    let mut cmd = redis::cmd("LAKE.CHANGES");
+                    cmd.arg(&cat)
                         .arg("SINCE")
                         .arg(since)
                         .arg("COUNT")
                         .arg(1000)
                         .arg("BLOCK")
-                        .arg(200)
-                        .query(&mut con)
-                        .unwrap_or_default();
-                    let now = now_us();
-                    for (stamp, _, _) in &page {
-                        lat.push((now - stamp).clamp(0, u32::MAX as i64) as u32);
+                        .arg(200);
+                    if with_values {
+                        cmd.arg("WITHVALUES");
                     }
-                    if let Some((s, _, _)) = page.last() {
-                        since = *s;
+                    let page: Vec<Vec<redis::Value>> = cmd.query(&mut con).unwrap_or_default();
+                    let now = now_us();
+                    for entry in &page {
+                        let Some(Ok(stamp)) = entry.first().map(redis::from_redis_value::<i64>)
+                        else {
+                            continue;
+                        };
+                        lat.push((now - stamp).clamp(0, u32::MAX as i64) as u32);
+                        since = since.max(stamp);
                     }
                 }
                 lat
@@ -256,16 +268,18 @@ pub fn run(clients: &[usize], secs: f64) {
     }
     eprintln!("bench: LAKE.CHANGES fan-out, 8 writers on one catalog");
     let mut fan = Vec::new();
-    for followers in [0, 1, 50] {
-        let (w, d) = feed(&lake, &format!("feed{followers}"), 8, followers, secs);
+    for (followers, with_values) in [(0, false), (1, false), (50, false), (1, true)] {
+        let cat = format!("feed{followers}{}", if with_values { "v" } else { "" });
+        let (w, d) = feed(&lake, &cat, 8, followers, with_values, secs);
+        let what = if with_values { " WITHVALUES" } else { "" };
         eprintln!(
-            "  {followers:>2} followers: writes {}, delivered {} entries, p50 {} us p99 {} us",
+            "  {followers:>2} followers{what}: writes {}, delivered {} entries, p50 {} us p99 {} us",
             fmt_cell(&w),
             d.ops,
             d.p50_us,
             d.p99_us
         );
-        fan.push((followers, w, d));
+        fan.push((format!("{followers}{what}"), w, d));
     }
     println!(
         "### Application verbs: requests/s (p50/p99 ms), local://, {} s per cell\n",
@@ -278,7 +292,7 @@ pub fn run(clients: &[usize], secs: f64) {
     println!("\n#### LAKE.CHANGES fan-out: 8 writers on one catalog, followers blocked on it\n");
     println!("| followers | writes/s (p50/p99 ms) | entries delivered/s | delivery p50 / p99 ms |\n|---:|---:|---:|---:|");
     for (f, w, d) in &fan {
-        if *f == 0 {
+        if f == "0" {
             println!("| 0 | {} | - | - |", fmt_cell(w));
             continue;
         }
