@@ -193,6 +193,39 @@ mod lake {
     }
 }
 
+/// `k` catalogs `<prefix><i>` that each hold a snapshot of 8 fields, 8
+/// deltas folded by a read since (so Lake's caches hold that document),
+/// and then 8 new deltas: each one's next read is "a read with 8 new
+/// deltas since the last one". Built `clients` requests at a time.
+async fn fresh_deltas(port: u16, prefix: &str, k: u64, clients: usize, value: &str) {
+    let write = |prefix: String, value: String| {
+        gen(move |_, i| {
+            let (cat, f) = (format!("{prefix}{}", i / 8), format!("f{}", i % 8));
+            encode(&[
+                b"LAKE.WRITE",
+                cat.as_bytes(),
+                f.as_bytes(),
+                value.as_bytes(),
+            ])
+        })
+    };
+    let read = |prefix: String, how: &'static [u8]| {
+        gen(move |_, i| {
+            let cat = format!("{prefix}{i}");
+            encode(&[b"LAKE.READ", cat.as_bytes(), how])
+        })
+    };
+    let (p, v) = (prefix.to_string(), value.to_string());
+    for step in 0..5 {
+        let s = match step {
+            0 | 2 | 4 => load::run_count(port, clients, k * 8, write(p.clone(), v.clone())).await,
+            1 => load::run_count(port, clients, k, read(p.clone(), b"SNAP")).await,
+            _ => load::run_count(port, clients, k, read(p.clone(), b"NOSNAP")).await,
+        };
+        assert_eq!(s.errors, 0, "preparing {prefix}: {:?}", s.first_error);
+    }
+}
+
 /// A catalog with a snapshot of 8 fields and then `tail` deltas.
 fn read_catalog(lake: &Lake, cat: &str, tail: usize, value: &str) {
     let mut con = lake.con();
@@ -793,6 +826,20 @@ fn main() {
                 }
                 add(&format!("LAKE.READ snapshot+{tail} uncached"), r);
             }
+            // Every read finds 8 deltas written since the previous one:
+            // the sidecar fetches them and folds them onto its cached
+            // document (the reply cache cannot answer a changed catalog).
+            let k = if a.quick { 200 } else { 5000 };
+            let prefix = format!("fresh{n}-");
+            fresh_deltas(local.port, &prefix, k, TARGET_CLIENTS, &value).await;
+            let read = gen(move |_, i| {
+                let cat = format!("{prefix}{i}");
+                encode(&[b"LAKE.READ", cat.as_bytes(), b"NOSNAP"])
+            });
+            add(
+                "LAKE.READ, 8 new deltas since the last read",
+                load::run_count(local.port, n, k, read).await,
+            );
             let gets = s3.metric("store_gets_total");
             let r = load::run(s3.port, n, secs, lake::read("r8")).await;
             if n == TARGET_CLIENTS || a.quick {

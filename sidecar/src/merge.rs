@@ -80,6 +80,9 @@ pub struct FoldError {
 pub struct FoldOut {
     pub doc: Option<String>,
     pub at_path: Option<String>,
+    /// The document `doc` is the text of, as the native fold built it, for
+    /// the cache (`None` from the JavaScript driver).
+    pub tree: Option<Value>,
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<FoldOut, FoldError>>;
@@ -89,6 +92,9 @@ type ViewReply = tokio::sync::oneshot::Sender<Result<Option<String>, String>>;
 pub struct Fold {
     /// The snapshot's (or a cached) document as JSON text; `None`: `{}`.
     pub base: Option<Arc<str>>,
+    /// `base` already parsed (from the cache): folded onto directly, the
+    /// text is not parsed again.
+    pub tree: Option<Value>,
     pub deltas: Vec<Delta>,
     /// Also return the value at this path.
     pub path: Option<Vec<String>>,
@@ -231,12 +237,13 @@ fn run_native(
     user: &Code,
     rebuilds: &AtomicU64,
 ) -> Result<FoldOut, FoldError> {
-    let base = match &fold.base {
-        Some(text) => Some(native::parse(text).map_err(|e| FoldError {
+    let base = match (fold.tree, &fold.base) {
+        (Some(tree), _) => Some(tree),
+        (None, Some(text)) => Some(native::parse(text).map_err(|e| FoldError {
             delta: None,
             message: format!("the snapshot is not valid JSON: {e}"),
         })?),
-        None => None,
+        (None, None) => None,
     };
     let mut deltas = Vec::with_capacity(fold.deltas.len());
     for (i, d) in fold.deltas.iter().enumerate() {
@@ -269,6 +276,7 @@ fn run_native(
     Ok(FoldOut {
         doc: Some(text(&doc)),
         at_path,
+        tree: Some(doc),
     })
 }
 
@@ -515,7 +523,11 @@ impl Worker {
         self.watch.deadline_ns.store(0, Ordering::Relaxed);
         let delta = usize::try_from(self.watch.delta.load(Ordering::Relaxed)).ok();
         match res {
-            Ok((doc, at_path)) => Ok(FoldOut { doc, at_path }),
+            Ok((doc, at_path)) => Ok(FoldOut {
+                doc,
+                at_path,
+                tree: None,
+            }),
             Err(message) => {
                 let message = if message.contains("interrupted") {
                     format!(

@@ -192,7 +192,7 @@ impl Service {
         // Start from the cache where it holds a prefix of this read.
         let base_uuid = r.base.as_ref().map(|s| s.uuid.as_str());
         let ids: Vec<&str> = r.deltas.iter().map(|d| d.uuid.as_str()).collect();
-        let hit = self.cache.lookup(cat, base_uuid, &ids);
+        let hit = self.cache.lookup(cat, base_uuid, &ids, read_path.is_some());
         Metrics::inc(if hit.is_some() {
             &self.metrics.cache_hits_total
         } else {
@@ -201,25 +201,28 @@ impl Service {
         let start = hit.as_ref().map_or(0, |h| h.applied);
         let new_deltas = &r.deltas[start..];
 
-        // Fetch the snapshot (unless cached) and every new delta body,
-        // bounded, in order.
-        let base_body = match &r.base {
-            Some(_) if hit.is_some() => None,
-            Some(s) => {
-                catalog::validate_uuid(&s.uuid)?;
-                let key = catalog::snapshot_object(cat, &s.uuid);
-                Some((
-                    key.clone(),
-                    self.fetch(&key, cat, &format!("snapshot {}", s.uuid))
-                        .await?,
-                ))
+        // Fetch the snapshot (unless cached) and every new delta body at
+        // once (the deltas bounded and coalesced): one round trip to the
+        // store, not two.
+        let base_fetch = async {
+            match &r.base {
+                Some(_) if hit.is_some() => Ok(None),
+                Some(s) => {
+                    catalog::validate_uuid(&s.uuid)?;
+                    let key = catalog::snapshot_object(cat, &s.uuid);
+                    let body = self
+                        .fetch(&key, cat, &format!("snapshot {}", s.uuid))
+                        .await?;
+                    Ok(Some((key, body)))
+                }
+                None => Ok(None),
             }
-            None => None,
         };
-        let bodies = self.fetch_deltas(cat, new_deltas).await?;
+        let (base_body, bodies) =
+            futures::try_join!(base_fetch, self.fetch_deltas(cat, new_deltas))?;
 
         // Decode envelopes and check they are what the index says they are.
-        let cached = hit.map(|h| h.doc);
+        let (cached, cached_tree) = hit.map_or((None, None), |h| (Some(h.doc), h.tree));
         let base_doc: Option<Arc<str>> = match &base_body {
             _ if cached.is_some() => cached.clone(),
             Some((key, body)) => {
@@ -259,6 +262,7 @@ impl Service {
                 let merged = fold_deltas.len();
                 let job = Fold {
                     base: base_doc,
+                    tree: cached_tree,
                     deltas: fold_deltas,
                     path: read_path.clone(),
                 };
@@ -275,7 +279,7 @@ impl Service {
                 let doc: Option<Arc<str>> = out.doc.map(Into::into);
                 if let Some(d) = &doc {
                     let all = r.deltas.iter().map(|d| d.uuid.clone()).collect();
-                    self.cache.store(cat, base_uuid, all, d.clone());
+                    self.cache.store(cat, base_uuid, all, d.clone(), out.tree);
                 }
                 (doc, out.at_path)
             }
@@ -442,7 +446,7 @@ impl Service {
         match store::create(&*self.store, fresh, body).await {
             Ok(_) => {
                 Metrics::inc(&self.metrics.snapshots_total);
-                self.cache.store(cat, Some(&uuid), Vec::new(), doc);
+                self.cache.store(cat, Some(&uuid), Vec::new(), doc, None);
                 Ok(SnapRef { uuid, covers })
             }
             Err(e) => {

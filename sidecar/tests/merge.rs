@@ -30,6 +30,7 @@ fn engine() -> Engine {
 fn job(base: Option<&Value>, writes: &[(&str, &str, Value)], path: Option<&str>) -> Fold {
     Fold {
         base: base.map(|b| Arc::from(b.to_string())),
+        tree: None,
         deltas: writes
             .iter()
             .map(|w| Delta {
@@ -362,6 +363,7 @@ async fn numbers_keep_their_exact_text_through_every_built_in_mode() {
     let out = e
         .fold(Fold {
             base: None,
+            tree: None,
             deltas: writes
                 .iter()
                 .map(|w| Delta {
@@ -390,6 +392,7 @@ async fn custom_modes_see_doubles_and_leave_other_numbers_exact() {
     let out = e
         .fold(Fold {
             base: Some(Arc::from(base)),
+            tree: None,
             deltas: vec![Delta {
                 path: vec!["big".into()],
                 mode: "same".into(),
@@ -573,4 +576,41 @@ mod differential {
     thread_local! {
         static ENGINE: Engine = engine();
     }
+}
+
+/// A fold handed the base already parsed (the cache's tree) answers exactly
+/// what the fold of its text answers, and hands back the tree of its result.
+#[tokio::test]
+async fn folding_onto_a_cached_tree_equals_folding_onto_its_text() {
+    let e = engine();
+    let base_text = r#"{"a":{"b":1.50,"c":[1,2,3]},"z":12345678901234567890,"k":"v"}"#;
+    let writes = [
+        ("a.b", "set", json!(2)),
+        ("a.c.1", "replace", json!({"x": null})),
+        ("a", "merge", json!({"c": null, "d": "e"})),
+        ("n", "insert", json!([1, 2])),
+    ];
+    let from_text = e
+        .fold(job(
+            Some(&serde_json::from_str(base_text).unwrap()),
+            &writes,
+            Some("a"),
+        ))
+        .await
+        .expect("fold");
+    let mut with_tree = job(None, &writes, Some("a"));
+    with_tree.base = Some(Arc::from(base_text));
+    with_tree.tree = Some(lake_sidecar::native::parse(base_text).unwrap());
+    let from_tree = e.fold(with_tree).await.expect("fold");
+    assert_eq!(
+        (&from_tree.doc, &from_tree.at_path),
+        (&from_text.doc, &from_text.at_path)
+    );
+    let doc = from_tree.doc.expect("doc");
+    assert_eq!(
+        from_tree.tree,
+        Some(lake_sidecar::native::parse(&doc).unwrap())
+    );
+    // Numbers keep their text through the tree.
+    assert!(doc.contains("12345678901234567890"), "{doc}");
 }
