@@ -119,6 +119,7 @@ async fn drive(
                 None => return,
             },
         };
+        let filling = std::time::Instant::now();
         if !s.window.is_zero() {
             tokio::time::sleep(s.window).await;
         }
@@ -148,6 +149,8 @@ async fn drive(
         if batch.is_empty() {
             continue;
         }
+        Metrics::since(&metrics.segment_fill_seconds, filling);
+        metrics.segment_records.observe(batch.len() as f64);
         let store = store.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -172,9 +175,7 @@ async fn drive(
             }) {
                 Ok(stored) => {
                     Metrics::inc(&metrics.segments_total);
-                    metrics
-                        .segment_records_total
-                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    metrics.segment_records_total.inc_by(n);
                     for (done, loc) in batch {
                         let _ = done.send(Ok(loc.in_segment(stored).to_uuid()));
                     }
@@ -249,19 +250,12 @@ mod tests {
             async move { b.put(&format!("cat{}", i % 5), b"[1]".to_vec()).await }
         });
         let uuids: Vec<String> = futures::future::try_join_all(puts).await.unwrap();
-        let segments = metrics
-            .segments_total
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let segments = metrics.segments_total.get();
         assert!(
             segments < 200,
             "{segments} segments for 200 concurrent puts"
         );
-        assert_eq!(
-            metrics
-                .segment_records_total
-                .load(std::sync::atomic::Ordering::Relaxed),
-            200
-        );
+        assert_eq!(metrics.segment_records_total.get(), 200);
         let first = Locator::from_uuid(&uuids[0]).unwrap().unwrap();
         let bytes = store.get(&first.key()).await.unwrap();
         let t = segment::decode_trailer(&bytes, "k").unwrap();

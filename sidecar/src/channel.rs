@@ -17,6 +17,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use lake_shared::proto::{self, Doc, HelloOk, Request, Response, UNSOLICITED_ID};
 use lake_shared::LakeError;
@@ -203,15 +204,9 @@ async fn connection(stream: UnixStream, service: Arc<Service>, limit: Arc<Semaph
         let tx = tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            service
-                .metrics
-                .inflight
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            service.metrics.inflight.inc();
             handle(&service, id, req, &tx).await;
-            service
-                .metrics
-                .inflight
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            service.metrics.inflight.dec();
         });
     }
     drop(tx);
@@ -224,60 +219,72 @@ async fn handle(
     req: Request,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
 ) {
-    let resp = match req {
-        Request::Hello(_) => Response::Error(LakeError::invalid("handshake already done")),
-        Request::Put(p) => match service.put(p).await {
-            Ok(s) => Response::Stored(s),
-            Err(e) => Response::Error(e),
-        },
-        Request::Gc(g) => match service.gc.run(g).await {
-            Ok(r) => Response::GcDone(r),
-            Err(e) => Response::Error(e),
-        },
+    let start = Instant::now();
+    let (name, resp) = match req {
+        Request::Hello(_) => (
+            "hello",
+            Response::Error(LakeError::invalid("handshake already done")),
+        ),
+        Request::Put(p) => ("write", answer(service.put(p).await, Response::Stored)),
+        Request::Gc(g) => ("gc", answer(service.gc.run(g).await, Response::GcDone)),
         Request::Ship(s) => {
             let n = s.entries.len() as u64;
-            match crate::backup::ship(&*service.store, s.entries).await {
-                Ok(key) => {
-                    Metrics::inc(&service.metrics.store_puts_total);
-                    Metrics::inc(&service.metrics.journal_batches_total);
-                    service
-                        .metrics
-                        .journal_entries_total
-                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    Response::Shipped(key)
-                }
-                Err(e) => Response::Error(e),
+            let res = crate::backup::ship(&*service.store, s.entries).await;
+            if res.is_ok() {
+                Metrics::inc(&service.metrics.store_puts_total);
+                Metrics::inc(&service.metrics.journal_batches_total);
+                service.metrics.journal_entries_total.inc_by(n);
             }
+            ("ship", answer(res, Response::Shipped))
         }
-        Request::GcRefs(r) => match service.gc.refs(r) {
-            Ok(()) => Response::GcRefsOk,
-            Err(e) => Response::Error(e),
-        },
-        Request::Values(v) => match service.values(v).await {
-            Ok(v) => Response::Values(v),
-            Err(e) => Response::Error(e),
-        },
-        Request::Read(r) => return answer_read(service, id, service.read(r).await, tx).await,
-        Request::View(v) => return answer_read(service, id, service.view(v).await, tx).await,
+        Request::GcRefs(r) => ("gc", answer(service.gc.refs(r), |()| Response::GcRefsOk)),
+        Request::Values(v) => ("values", answer(service.values(v).await, Response::Values)),
+        Request::Read(r) => {
+            let res = service.read(r).await;
+            return answer_read(service, id, ("read", start), res, tx).await;
+        }
+        Request::View(v) => {
+            let res = service.view(v).await;
+            return answer_read(service, id, ("view", start), res, tx).await;
+        }
     };
+    service.metrics.request(name, start, error_kind(&resp));
     let _ = tx.send(proto::encode(id, &resp));
+}
+
+/// The response of a request's result.
+fn answer<T>(res: Result<T, LakeError>, ok: impl FnOnce(T) -> Response) -> Response {
+    res.map_or_else(Response::Error, ok)
+}
+
+fn error_kind(resp: &Response) -> Option<lake_shared::ErrorKind> {
+    match resp {
+        Response::Error(e) => Some(e.kind),
+        _ => None,
+    }
 }
 
 /// Answers a read (or a view), then builds the background snapshot it
 /// deferred and announces it.
+/// `timed` names the request and when it began: its time is recorded
+/// when the answer goes out, before any snapshot is built.
 async fn answer_read(
     service: &Arc<Service>,
     id: u64,
+    timed: (&'static str, Instant),
     res: Result<(Doc, Option<Deferred>), LakeError>,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
 ) {
+    let (name, start) = timed;
     let (doc, deferred) = match res {
         Ok(r) => r,
         Err(e) => {
+            service.metrics.request(name, start, Some(e.kind));
             let _ = tx.send(proto::encode(id, &Response::Error(e)));
             return;
         }
     };
+    service.metrics.request(name, start, None);
     let _ = tx.send(proto::encode(id, &Response::Doc(doc)));
     if let Some(d) = deferred {
         match service.finish(d).await {

@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::metrics::{self, Scraped};
 use crate::service::Service;
 
 pub fn router(service: Arc<Service>) -> Router {
@@ -42,10 +43,10 @@ fn axum_json(v: serde_json::Value) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<Service>>) -> impl IntoResponse {
-    let body = s.metrics.render(&[(
-        "js_runtime_rebuilds_total",
-        "QuickJS runtimes rebuilt after a failed merge.",
-        s.engine.rebuilds(),
-    )]);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    let body = s.metrics.render(Scraped {
+        cache_bytes: s.cache.bytes(),
+        view_cache_bytes: s.views.bytes(),
+        js_runtime_rebuilds: s.engine.rebuilds(),
+    });
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body)
 }

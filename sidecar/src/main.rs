@@ -430,7 +430,7 @@ async fn checkpoints(
                 service
                     .metrics
                     .journal_objects_deleted_total
-                    .fetch_add(r.deleted as u64, std::sync::atomic::Ordering::Relaxed);
+                    .inc_by(r.deleted as u64);
             }
             Err(e) => eprintln!(
                 "lake-sidecar: journal checkpoint failed (next try in {every:?}): {}",

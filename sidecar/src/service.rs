@@ -35,6 +35,7 @@ use crate::gc::Collector;
 use crate::merge::{Delta as FoldDelta, Engine, Fold};
 use crate::metrics::Metrics;
 use crate::native;
+use crate::store::measured::Measured;
 use crate::store::{self, Store};
 use crate::views::{Version, ViewCache};
 
@@ -98,8 +99,8 @@ impl Service {
         cache_bytes: usize,
         segments: Option<batch::Settings>,
     ) -> Arc<Service> {
-        let store: Arc<dyn Store> = Arc::from(store);
         let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(Measured::new(Arc::from(store), metrics.clone()));
         let batcher = segments.map(|s| Batcher::start(store.clone(), s, metrics.clone()));
         let gc = Collector::new(store.clone(), metrics.clone());
         Arc::new(Service {
@@ -266,16 +267,17 @@ impl Service {
                     deltas: fold_deltas,
                     path: read_path.clone(),
                 };
-                let out = self.engine.fold(job).await.map_err(|e| {
+                let fold_start = std::time::Instant::now();
+                let out = self.engine.fold(job).await;
+                Metrics::since(&self.metrics.merge_seconds, fold_start);
+                let out = out.map_err(|e| {
                     let which = e.delta.and_then(|i| new_deltas.get(i)).map_or_else(
                         || "merge".to_string(),
                         |d| format!("delta {} (stamp {}, field '{}')", d.uuid, d.stamp, d.field),
                     );
                     LakeError::data(format!("catalog '{cat}': {which}: {}", e.message))
                 })?;
-                self.metrics
-                    .deltas_merged_total
-                    .fetch_add(merged as u64, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.deltas_merged_total.inc_by(merged as u64);
                 let doc: Option<Arc<str>> = out.doc.map(Into::into);
                 if let Some(d) = &doc {
                     let all = r.deltas.iter().map(|d| d.uuid.clone()).collect();
@@ -435,6 +437,7 @@ impl Service {
         covers: i64,
         doc: Arc<str>,
     ) -> Result<SnapRef, LakeError> {
+        let start = std::time::Instant::now();
         let raw_doc = raw(doc.to_string())?;
         let body = envelope::Snapshot::encode(cat, covers, &raw_doc);
         Metrics::inc(&self.metrics.store_puts_total);
@@ -445,6 +448,7 @@ impl Service {
         };
         match store::create(&*self.store, fresh, body).await {
             Ok(_) => {
+                Metrics::since(&self.metrics.snapshot_build_seconds, start);
                 Metrics::inc(&self.metrics.snapshots_total);
                 self.cache.store(cat, Some(&uuid), Vec::new(), doc, None);
                 Ok(SnapRef { uuid, covers })

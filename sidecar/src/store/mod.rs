@@ -20,6 +20,7 @@
 pub mod ecs;
 pub mod file;
 pub mod local;
+pub mod measured;
 pub mod s3;
 
 use async_trait::async_trait;
