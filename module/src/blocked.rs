@@ -18,7 +18,8 @@
 //! - Every answer feeds Redis's latency monitor with the time from blocking
 //!   to the reply under the command's event (`lake-write`, `lake-read`,
 //!   ...): `LATENCY LATEST` / `LATENCY HISTORY` show slow Lake commands
-//!   once they pass `latency-monitor-threshold` (Redis does that check).
+//!   once they pass `latency-monitor-threshold` (Redis does that check);
+//!   and the same time feeds `INFO lake`'s percentiles ([`crate::stats`]).
 
 use std::ffi::CStr;
 use std::os::raw::c_void;
@@ -27,7 +28,7 @@ use std::time::Instant;
 use lake_shared::LakeError;
 use redis_module::{raw, Context, RedisValue};
 
-use crate::{config, entry, gate};
+use crate::{config, entry, gate, stats};
 
 /// What runs on the main thread: commit if needed, then the reply value.
 pub type Job = Box<dyn FnOnce(&Context) -> Result<RedisValue, LakeError> + Send>;
@@ -129,10 +130,12 @@ impl Blocked {
         let job: Slot = job.map(|job| -> Job {
             Box::new(move |ctx| {
                 let out = job(ctx);
+                let took = started.elapsed();
                 if let Some(sample) = unsafe { raw::RedisModule_LatencyAddSample } {
-                    let ms = started.elapsed().as_millis().min(i64::MAX as u128) as i64;
+                    let ms = took.as_millis().min(i64::MAX as u128) as i64;
                     unsafe { sample(event.as_ptr(), ms) };
                 }
+                stats::latency(event.to_str().unwrap_or_default(), took);
                 out
             })
         });

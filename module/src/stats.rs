@@ -5,9 +5,19 @@
 //!
 //! Counters are process-wide atomics, bumped where the event happens and
 //! never reset (like Redis's own `INFO` totals); a restart starts from zero.
+//!
+//! Latency percentiles (`latency_<command>_p50_us`, `_p99_us`, `_samples`)
+//! are the time from a command blocking its client to its reply, over the
+//! last one to two minutes ([`lake_shared::latency`]): what the client
+//! sees of Lake, minus the network. Commands answered without blocking
+//! (a hot read from the reply cache, an empty `LAKE.CHANGES` page) are not
+//! counted: they take no longer than any plain Redis command.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lake_shared::latency::Window;
 use lake_shared::ErrorKind;
 use redis_module::{InfoContext, RedisResult};
 
@@ -30,6 +40,37 @@ const KINDS: [ErrorKind; 9] = [
     ErrorKind::Conflict,
     ErrorKind::Internal,
 ];
+
+/// The commands whose latency `INFO lake` reports, by their latency
+/// monitor event (`lake-<name>`).
+const TIMED: [&str; 6] = ["write", "read", "mread", "view", "changes", "gc"];
+
+/// One window per [`TIMED`] command.
+static LATENCY: Mutex<Vec<Window>> = Mutex::new(Vec::new());
+
+fn minute() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+/// Records one answer of the command whose latency event is `event`
+/// (`lake-write`, ...), `took` after its client blocked.
+pub fn latency(event: &str, took: Duration) {
+    let Some(i) = TIMED
+        .iter()
+        .position(|t| event.strip_prefix("lake-") == Some(*t))
+    else {
+        return;
+    };
+    if let Ok(mut w) = LATENCY.lock() {
+        if w.len() < TIMED.len() {
+            w.resize_with(TIMED.len(), Window::default);
+        }
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        w[i].record(minute(), us);
+    }
+}
 
 pub fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +113,16 @@ pub fn info(ctx: &InfoContext) -> RedisResult<()> {
         .field("journal_catalogs_pending", pending as u64)?
         .field("journal_record_errors", get(&crate::journal::RECORD_ERRORS))?
         .field("journal_ship_errors", get(&crate::journal::SHIP_ERRORS))?;
+    if let Ok(mut windows) = LATENCY.lock() {
+        let now = minute();
+        for (name, w) in TIMED.iter().zip(windows.iter_mut()) {
+            let (p50, p99) = (w.quantile(now, 0.5), w.quantile(now, 0.99));
+            section = section
+                .field(&format!("latency_{name}_p50_us"), p50.unwrap_or(0))?
+                .field(&format!("latency_{name}_p99_us"), p99.unwrap_or(0))?
+                .field(&format!("latency_{name}_samples"), w.count(now))?;
+        }
+    }
     for (k, c) in KINDS.iter().zip(&ERRORS) {
         let name = format!("errors_{}", k.prefix().to_ascii_lowercase());
         section = section.field(&name, get(c))?;

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod envelope;
 pub mod error;
 pub mod journal;
+pub mod latency;
 pub mod member;
 pub mod mode;
 pub mod path;

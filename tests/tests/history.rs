@@ -185,7 +185,7 @@ fn info_lake_counts_what_the_module_did() {
 
 /// A command slower than `latency-monitor-threshold` (the sidecar frozen
 /// while it waits) shows in Redis's own `LATENCY LATEST` as a `lake-*`
-/// event.
+/// event, and in `INFO lake`'s latency percentiles.
 #[test]
 fn slow_commands_feed_redis_latency_monitor() {
     let lake = Lake::start();
@@ -217,5 +217,19 @@ fn slow_commands_feed_redis_latency_monitor() {
         .expect("the write completes once thawed");
     let events = latest(&mut c);
     assert!(events.contains("lake-write"), "{events}");
+    // INFO lake reports the same waits as percentiles: two writes in the
+    // window, the slow one at the top.
+    let info: String = redis::cmd("INFO").arg("lake").query(&mut c).unwrap();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("lake_{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+    };
+    assert_eq!(field("latency_write_samples"), 2, "{info}");
+    assert!(field("latency_write_p99_us") >= 300_000, "{info}");
+    let p50 = field("latency_write_p50_us");
+    assert!(p50 > 0 && p50 < 300_000, "{info}");
+    assert_eq!(field("latency_gc_samples"), 0);
     lake.assert_no_crash();
 }
