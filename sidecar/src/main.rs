@@ -70,7 +70,7 @@ struct Args {
     #[arg(long, env = "LAKE_MAX_INFLIGHT", default_value_t = 4096)]
     max_inflight: usize,
     /// How far back a restore may go, in seconds: GC keeps every object an
-    /// index referenced less than this long ago (see README, Backup and
+    /// index referenced less than this long ago (see docs/operations.md, Backup and
     /// restore).
     #[arg(long, env = "LAKE_BACKUP_RETENTION_SECS", default_value_t = gc::DEFAULT_BACKUP_RETENTION_SECS)]
     backup_retention_secs: u64,
@@ -204,7 +204,7 @@ struct CheckArgs {
 
 /// `lake-sidecar restore --store <url> --redis <url> [--at <time>]
 /// [--dry-run] [--force]`: rebuilds every catalog's index from the journal
-/// shipped to the store (README, Backup and restore).
+/// shipped to the store (docs/operations.md, Backup and restore).
 #[derive(Parser, Debug)]
 #[command(name = "lake-sidecar restore", version)]
 struct RestoreArgs {

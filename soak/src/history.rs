@@ -3,7 +3,7 @@
 //! final state read after everything healed. Plain data, so the checker
 //! can be fed hand-made histories.
 //!
-//! An operation's outcome follows Lake's error contract (README, Errors):
+//! An operation's outcome follows Lake's error contract (docs/commands.md, Errors):
 //! an error reply with a definite prefix means the write was not indexed,
 //! ever; anything else (a lost connection, `LAKEINTERNAL`, an unknown
 //! reply) leaves the outcome unknown, and the client never retries it.
@@ -22,7 +22,7 @@ pub enum Outcome {
     Unknown(String),
 }
 
-/// Error prefixes that mean a write was not indexed (README, Errors).
+/// Error prefixes that mean a write was not indexed (docs/commands.md, Errors).
 /// `LOADING`, `MOVED`, `ASK` and `CLUSTERDOWN` are Redis's own refusals
 /// before a command runs (a node loading its data; a cluster node that
 /// does not serve the slot, or no slot while the cluster is down).
