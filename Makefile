@@ -70,6 +70,7 @@ fuzz: build
 bench: build
 	target/release/lake-bench
 	target/release/lake-bench --apps
+	target/release/lake-bench --plateau 200000
 
 clean:
 	$(CARGO) clean

@@ -193,6 +193,107 @@ mod lake {
     }
 }
 
+/// Writes `name` (an SVG chart) into `dir`, saying where.
+fn save_chart(dir: &std::path::Path, name: &str, c: &chart::Chart) {
+    let path = dir.join(name);
+    match std::fs::write(&path, c.svg()) {
+        Ok(()) => eprintln!("bench: chart {}", path.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", path.display()),
+    }
+}
+
+/// The main run's charts: throughput against clients for writes and for
+/// reads, each with its baselines (dashed), and read latency against
+/// history length.
+fn charts(dir: &std::path::Path, rows: &[Row], hist: &[serde_json::Value]) {
+    let series = |name: &str, label: &str, baseline: bool| chart::Series {
+        name: label.to_string(),
+        points: rows
+            .iter()
+            .filter(|r| r.name == name)
+            .map(|r| (r.clients as f64, r.stats.rps))
+            .collect(),
+        baseline,
+    };
+    let by_clients = |title: &str, series: Vec<chart::Series>| chart::Chart {
+        title: title.to_string(),
+        x_label: "clients (closed loop)".into(),
+        y_label: "requests/s".into(),
+        log_x: true,
+        series,
+    };
+    save_chart(
+        dir,
+        "writes.svg",
+        &by_clients(
+            "Durable writes, 1 KB",
+            vec![
+                series("LAKE.WRITE local://", "LAKE.WRITE local://", false),
+                series("LAKE.WRITE s3://", "LAKE.WRITE s3:// (segments)", false),
+                series("LAKE.WRITE file://", "LAKE.WRITE file://", false),
+                series(
+                    "SET 1 KB, appendfsync always",
+                    "SET, appendfsync always",
+                    true,
+                ),
+                series("raw S3 PUT (aws-sdk-s3)", "raw S3 PUT", true),
+            ],
+        ),
+    );
+    save_chart(
+        dir,
+        "reads.svg",
+        &by_clients(
+            "Reads of a snapshot + 8 document (8.3 KB)",
+            vec![
+                series("LAKE.READ snapshot+8 local://", "unchanged (hot)", false),
+                series(
+                    "LAKE.READ snapshot+8 reply cache off",
+                    "reply cache off",
+                    false,
+                ),
+                series(
+                    "LAKE.READ, 8 new deltas since the last read",
+                    "8 new deltas since last read",
+                    false,
+                ),
+                series("LAKE.READ snapshot+8 uncached", "uncached", false),
+                series(
+                    "GET of the snapshot+8 document's bytes",
+                    "GET, same bytes",
+                    true,
+                ),
+            ],
+        ),
+    );
+    let mut stores: Vec<&str> = hist.iter().filter_map(|h| h["store"].as_str()).collect();
+    stores.dedup();
+    save_chart(
+        dir,
+        "history.svg",
+        &chart::Chart {
+            title: "LAKE.READ p50 against history length (1 client)".into(),
+            x_label: "deltas written before (then a snapshot and 8 more)".into(),
+            y_label: "read p50 (us)".into(),
+            log_x: true,
+            series: stores
+                .into_iter()
+                .map(|store| chart::Series {
+                    name: store.to_string(),
+                    points: hist
+                        .iter()
+                        .filter(|h| h["store"] == store)
+                        .filter_map(|h| {
+                            Some((h["deltas"].as_f64()?, h["read"]["p50_us"].as_f64()?))
+                        })
+                        .collect(),
+                    baseline: false,
+                })
+                .collect(),
+        },
+    );
+}
+
 /// `k` catalogs `<prefix><i>` that each hold a snapshot of 8 fields, 8
 /// deltas folded by a read since (so Lake's caches hold that document),
 /// and then 8 new deltas: each one's next read is "a read with 8 new
@@ -341,7 +442,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// must level off. Writes go to 100 catalogs (1 KB values, 50 clients), each
 /// read after every 64 of its writes so snapshots are built; the module compacts
 /// in the background and `LAKE.GC` runs after every tenth of the writes.
-fn plateau(total: u64, compaction: bool, rt: &tokio::runtime::Runtime) {
+fn plateau(total: u64, compaction: bool, rt: &tokio::runtime::Runtime, dir: &std::path::Path) {
     let interval = if compaction { "100" } else { "0" };
     let lake = Lake::with(Options {
         store: StoreKind::File,
@@ -368,6 +469,7 @@ fn plateau(total: u64, compaction: bool, rt: &tokio::runtime::Runtime) {
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let step = (total / 10).max(1);
     let mut done = 0;
+    let (mut memory, mut stored) = (Vec::new(), Vec::new());
     while done < total {
         let probe = ping_probe(lake.port, 1.0);
         let s = rt.block_on(load::run_count(
@@ -386,15 +488,48 @@ fn plateau(total: u64, compaction: bool, rt: &tokio::runtime::Runtime) {
         let entries: usize = (0..100)
             .map(|c| lake_tests::zrange(&mut con, &format!("catalog:{{p{c}}}")).len())
             .sum();
-        println!(
-            "| {done} | {:.1} MB | {entries} | {:.1} MB | {} | {:.0} | {:.2} ms |",
+        let (mem_mb, store_mb) = (
             info_field(&mut con, "memory", "used_memory") as f64 / 1e6,
             dir_bytes(&lake.store_dir()) as f64 / 1e6,
+        );
+        memory.push((done as f64, mem_mb));
+        stored.push((done as f64, store_mb));
+        println!(
+            "| {done} | {:.1} MB | {entries} | {:.1} MB | {} | {:.0} | {:.2} ms |",
+            mem_mb,
+            store_mb,
             lake.objects().len(),
             s.rps,
             ping.p99_us as f64 / 1000.0,
         );
     }
+    let name = if compaction {
+        "plateau.svg"
+    } else {
+        "plateau-no-compaction.svg"
+    };
+    save_chart(
+        dir,
+        name,
+        &chart::Chart {
+            title: "Retention 2 s: memory and store size level off".into(),
+            x_label: "writes (100 catalogs, 50 clients)".into(),
+            y_label: "MB".into(),
+            log_x: false,
+            series: vec![
+                chart::Series {
+                    name: "Redis used_memory".into(),
+                    points: memory,
+                    baseline: false,
+                },
+                chart::Series {
+                    name: "store bytes (after LAKE.GC)".into(),
+                    points: stored,
+                    baseline: false,
+                },
+            ],
+        },
+    );
     // A LAKE.HISTORY page on a long index: fill 1M entries with raw ZADDs
     // (HISTORY reads only the index), then page from the middle.
     let fill = gen(|_, i| {
@@ -581,7 +716,9 @@ fn main() {
             .enable_all()
             .build()
             .expect("runtime");
-        plateau(n, !a.no_compaction, &rt);
+        let dir = a.out.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir).ok();
+        plateau(n, !a.no_compaction, &rt, dir);
         return;
     }
     if !a.batch_inflight.is_empty() {
@@ -925,6 +1062,11 @@ fn main() {
         },
         Err(e) => eprintln!("bench: cannot encode results: {e}"),
     }
+    charts(
+        a.out.parent().unwrap_or(std::path::Path::new(".")),
+        &rows,
+        &hist,
+    );
     let failed: u64 = rows.iter().map(|r| r.stats.errors).sum();
     if failed > 0 {
         eprintln!("bench: {failed} requests failed; see the errors column");
@@ -932,4 +1074,5 @@ fn main() {
     }
 }
 
+mod chart;
 mod report;
