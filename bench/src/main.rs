@@ -78,6 +78,11 @@ struct Args {
     /// `--clients` (default here: 1,50).
     #[arg(long)]
     apps: bool,
+    /// Only measure "LAKE.READ, 8 new deltas since the last read" at
+    /// `--clients` (default here: 50), this many rounds, against `GET` of
+    /// the same bytes: for A/B runs of the warm merge path.
+    #[arg(long)]
+    fresh: Option<usize>,
 }
 
 /// The clients count the targets are set at.
@@ -292,6 +297,64 @@ fn charts(dir: &std::path::Path, rows: &[Row], hist: &[serde_json::Value]) {
                 .collect(),
         },
     );
+}
+
+/// Catalogs per "8 new deltas" cell: each is read once, and all of them
+/// stay in the sidecar's default 256 MiB cache (a tree is counted at four
+/// times its 8.3 KB text).
+const FRESH_CATALOGS: u64 = 2000;
+
+/// `--fresh`: the "8 new deltas since the last read" cell alone, `rounds`
+/// times per client count, next to `GET` of the same bytes.
+fn fresh_only(clients: &[usize], rounds: usize) {
+    let value = format!("\"{}\"", "x".repeat(1022));
+    let lake = Lake::with(Options {
+        store: StoreKind::Local,
+        ..Options::default()
+    });
+    read_catalog(&lake, "r8", 8, &value);
+    let doc: String = lake_tests::redis::cmd("LAKE.READ")
+        .arg("r8")
+        .arg("NOSNAP")
+        .query(&mut lake.con())
+        .expect("read r8");
+    let _: () = lake_tests::redis::cmd("SET")
+        .arg("bench:doc8")
+        .arg(&doc)
+        .query(&mut lake.con())
+        .expect("SET");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("| clients | round | 8 new deltas, reads/s (p50/p99) | GET same bytes | ratio |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &n in clients {
+        for round in 0..rounds {
+            let prefix = format!("fresh{n}-{round}-");
+            let (k, v) = (FRESH_CATALOGS, value.clone());
+            let r = rt.block_on(async {
+                fresh_deltas(lake.port, &prefix, k, TARGET_CLIENTS, &v).await;
+                let read = gen(move |_, i| {
+                    let cat = format!("{prefix}{i}");
+                    encode(&[b"LAKE.READ", cat.as_bytes(), b"NOSNAP"])
+                });
+                load::run_count(lake.port, n, k, read).await
+            });
+            let get = rt.block_on(load::run(
+                lake.port,
+                n,
+                1.0,
+                fixed(&[b"GET", b"bench:doc8"]),
+            ));
+            println!(
+                "| {n} | {round} | {} | {:.0} | {:.2} x |",
+                fmt_cell(&r),
+                get.rps,
+                r.rps / get.rps.max(1.0)
+            );
+        }
+    }
 }
 
 /// `k` catalogs `<prefix><i>` that each hold a snapshot of 8 fields, 8
@@ -707,6 +770,15 @@ fn main() {
         apps::run(&clients, a.secs);
         return;
     }
+    if let Some(rounds) = a.fresh {
+        let clients = if a.clients == [1, 8, 50, 200] {
+            vec![TARGET_CLIENTS]
+        } else {
+            a.clients.clone()
+        };
+        fresh_only(&clients, rounds);
+        return;
+    }
     if let Some(n) = a.restore {
         restore(n, a.secs.max(5.0));
         return;
@@ -966,7 +1038,7 @@ fn main() {
             // Every read finds 8 deltas written since the previous one:
             // the sidecar fetches them and folds them onto its cached
             // document (the reply cache cannot answer a changed catalog).
-            let k = if a.quick { 200 } else { 5000 };
+            let k = if a.quick { 200 } else { FRESH_CATALOGS };
             let prefix = format!("fresh{n}-");
             fresh_deltas(local.port, &prefix, k, TARGET_CLIENTS, &value).await;
             let read = gen(move |_, i| {
