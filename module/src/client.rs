@@ -73,8 +73,10 @@ struct Shared {
     /// The connected sidecar said its store is `local://` (one machine's
     /// disk): wrong under replication or in a cluster.
     local_store: AtomicBool,
-    /// A handshaken connection to the sidecar is open.
-    connected: AtomicBool,
+    /// Generation of the handshaken connection that is open (0: none).
+    /// Whoever sees a connection fail clears it only if it still names that
+    /// connection, so a late reader cannot mark a newer one down.
+    connected: AtomicU64,
     unsolicited: Unsolicited,
 }
 
@@ -92,7 +94,7 @@ impl Client {
             broken: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             local_store: AtomicBool::new(false),
-            connected: AtomicBool::new(false),
+            connected: AtomicU64::new(0),
             unsolicited,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -127,7 +129,7 @@ impl Client {
 
     /// Whether a handshaken connection to the sidecar is open.
     pub fn connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Acquire)
+        self.shared.connected.load(Ordering::Acquire) != 0
     }
 
     /// Requests waiting for the sidecar's answer.
@@ -175,6 +177,14 @@ impl Client {
 }
 
 impl Shared {
+    /// Records that connection `generation` failed, before its requests are
+    /// failed, so whoever is told `LAKEDOWN` then sees it down in `INFO`.
+    fn mark_down(&self, generation: u64) {
+        let _ = self
+            .connected
+            .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// Completes `id` if it is still pending.
     fn complete(&self, id: u64, res: Result<Response, LakeError>) {
         let entry = self.pending.lock().ok().and_then(|mut m| m.remove(&id));
@@ -304,7 +314,7 @@ fn connect(shared: &Arc<Shared>, generation: u64) -> Result<Conn, LakeError> {
         }
     }
     rd.get_ref().set_read_timeout(None).map_err(down)?;
-    shared.connected.store(true, Ordering::Release);
+    shared.connected.store(generation, Ordering::Release);
     let s = shared.clone();
     std::thread::Builder::new()
         .name("lake-reader".into())
@@ -371,6 +381,7 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
         }
         if !ok {
             let g = c.generation;
+            shared.mark_down(g);
             let _ = c.out.get_ref().shutdown(std::net::Shutdown::Both);
             conn = None;
             shared.fail_connection(g, "connection to the sidecar failed while sending");
@@ -434,7 +445,7 @@ fn reader_loop(shared: Arc<Shared>, mut rd: BufReader<UnixStream>, generation: u
         }
         run_answers(answers, shared.unsolicited);
     }
-    shared.connected.store(false, Ordering::Release);
+    shared.mark_down(generation);
     shared.broken.fetch_max(generation, Ordering::AcqRel);
     let _ = rd.get_ref().shutdown(std::net::Shutdown::Both);
     shared.fail_connection(generation, "lost the connection to the sidecar");
