@@ -20,6 +20,7 @@ mod load;
 mod raw;
 mod resp;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -339,7 +340,10 @@ fn fresh_only(clients: &[usize], rounds: usize) {
                     let cat = format!("{prefix}{i}");
                     encode(&[b"LAKE.READ", cat.as_bytes(), b"NOSNAP"])
                 });
-                load::run_count(lake.port, n, k, read).await
+                let before = timings(&lake);
+                let r = load::run_count(lake.port, n, k, read).await;
+                where_time_goes(&before, &timings(&lake), r.ops);
+                r
             });
             let get = rt.block_on(load::run(
                 lake.port,
@@ -355,6 +359,39 @@ fn fresh_only(clients: &[usize], rounds: usize) {
             );
         }
     }
+}
+
+/// Every histogram's `_sum` and `_count` series in the sidecar's metrics.
+fn timings(lake: &Lake) -> HashMap<String, f64> {
+    let (_, body) = lake.http_get("/metrics");
+    body.lines()
+        .filter(|l| l.contains("_sum") || l.contains("_count"))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// Prints, per read, each sidecar histogram that moved between two
+/// scrapes: how many observations and their mean.
+fn where_time_goes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, reads: u64) {
+    let moved =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let mut rows: Vec<String> = after
+        .keys()
+        .filter(|k| k.contains("_count"))
+        .filter(|k| moved(k) > 0.0)
+        .map(|k| {
+            let n = moved(k);
+            let sum = moved(&k.replacen("_count", "_sum", 1));
+            format!(
+                "  {k}: {:.2} per read, mean {:.0} us",
+                n / reads.max(1) as f64,
+                sum / n * 1e6
+            )
+        })
+        .collect();
+    rows.sort();
+    eprintln!("sidecar, per read ({reads} reads):\n{}", rows.join("\n"));
 }
 
 /// `k` catalogs `<prefix><i>` that each hold a snapshot of 8 fields, 8

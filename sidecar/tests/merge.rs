@@ -614,3 +614,17 @@ async fn folding_onto_a_cached_tree_equals_folding_onto_its_text() {
     // Numbers keep their text through the tree.
     assert!(doc.contains("12345678901234567890"), "{doc}");
 }
+
+/// Small folds of built-in modes run on the caller's thread, larger ones
+/// (and custom modes) on a merge thread: either way the answer is the same.
+#[tokio::test]
+async fn a_fold_folds_the_same_on_either_side_of_the_inline_bound() {
+    let e = engine();
+    let writes = [("a.b", "set", json!(1)), ("a", "merge", json!({"c": 2}))];
+    for size in [16, lake_sidecar::merge::INLINE_FOLD_BYTES + 1] {
+        let base = json!({"pad": "p".repeat(size), "a": {"x": true}});
+        let got = fold(&e, Some(base), &writes).await.expect("fold");
+        assert_eq!(got["a"], json!({"x": true, "b": 1, "c": 2}), "size {size}");
+        assert_eq!(got["pad"].as_str().map(str::len), Some(size));
+    }
+}
