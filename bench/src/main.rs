@@ -84,6 +84,11 @@ struct Args {
     /// the same bytes: for A/B runs of the warm merge path.
     #[arg(long)]
     fresh: Option<usize>,
+    /// Only measure `LAKE.WRITE` of 1 KB on local:// at `--clients`
+    /// (default here: 50), this many rounds of `--secs`, against `SET` on
+    /// a Redis with `appendfsync always`: for A/B runs of the write path.
+    #[arg(long)]
+    writes: Option<usize>,
 }
 
 /// The clients count the targets are set at.
@@ -361,6 +366,89 @@ fn fresh_only(clients: &[usize], rounds: usize) {
     }
 }
 
+/// A plain Redis with `appendonly yes` and `appendfsync always` (Redis's
+/// own durable write, group-committed per event-loop turn): its guard and
+/// port.
+fn durable_redis(dir: &std::path::Path) -> (lake_tests::Reaped, u16) {
+    let (guard, url) = lake_tests::plain_redis(dir);
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let mut d = lake_tests::redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("durable Redis");
+    for (k, v) in [("appendonly", "yes"), ("appendfsync", "always")] {
+        let _: () = lake_tests::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut d)
+            .expect("CONFIG SET");
+    }
+    lake_tests::wait_for("the AOF rewrite", Duration::from_secs(30), || {
+        let i: String = lake_tests::redis::cmd("INFO")
+            .arg("persistence")
+            .query(&mut d)
+            .unwrap_or_default();
+        i.contains("aof_rewrite_in_progress:0") && i.contains("aof_enabled:1")
+    });
+    (guard, port)
+}
+
+/// `--writes`: `LAKE.WRITE` of 1 KB on local:// alone, `rounds` times per
+/// client count, next to `SET` of 1 KB on a Redis with `appendfsync
+/// always`, alternating, with where the sidecar's time goes per write.
+fn writes_only(clients: &[usize], rounds: usize, secs: f64) {
+    let value = format!("\"{}\"", "x".repeat(1022));
+    let lake = Lake::with(Options {
+        store: StoreKind::Local,
+        ..Options::default()
+    });
+    let (_durable, durable_port) = durable_redis(&lake.dir.path().join("durable"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("| clients | round | LAKE.WRITE local://, writes/s (p50/p99) | SET 1 KB, appendfsync always | ratio |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &n in clients {
+        for round in 0..rounds {
+            let v = value.clone();
+            let set = gen(move |c, i| {
+                let k = format!("bench:s:{}", (c as u64 + i) % 100);
+                encode(&[b"SET", k.as_bytes(), v.as_bytes()])
+            });
+            let set = rt.block_on(load::run(durable_port, n, secs, set));
+            let before = timings(&lake);
+            let w = rt.block_on(load::run(
+                lake.port,
+                n,
+                secs,
+                lake::write(format!("w{round}"), value.clone()),
+            ));
+            where_time_goes(&before, &timings(&lake), w.ops);
+            let info: String = lake_tests::redis::cmd("INFO")
+                .arg("lake")
+                .query(&mut lake.con())
+                .unwrap_or_default();
+            let module: Vec<&str> = info
+                .lines()
+                .filter(|l| l.starts_with("lake_latency_write_"))
+                .collect();
+            eprintln!("module, blocked to reply: {}", module.join(" "));
+            println!(
+                "| {n} | {round} | {} | {} | {:.2} x |",
+                fmt_cell(&w),
+                fmt_cell(&set),
+                w.rps / set.rps.max(1.0)
+            );
+        }
+    }
+}
+
 /// Every histogram's `_sum` and `_count` series in the sidecar's metrics.
 fn timings(lake: &Lake) -> HashMap<String, f64> {
     let (_, body) = lake.http_get("/metrics");
@@ -371,8 +459,8 @@ fn timings(lake: &Lake) -> HashMap<String, f64> {
         .collect()
 }
 
-/// Prints, per read, each sidecar histogram that moved between two
-/// scrapes: how many observations and their mean.
+/// Prints, per request (read or write), each sidecar histogram that moved
+/// between two scrapes: how many observations and their mean.
 fn where_time_goes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, reads: u64) {
     let moved =
         |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
@@ -384,14 +472,17 @@ fn where_time_goes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, 
             let n = moved(k);
             let sum = moved(&k.replacen("_count", "_sum", 1));
             format!(
-                "  {k}: {:.2} per read, mean {:.0} us",
+                "  {k}: {:.2} per request, mean {:.0} us",
                 n / reads.max(1) as f64,
                 sum / n * 1e6
             )
         })
         .collect();
     rows.sort();
-    eprintln!("sidecar, per read ({reads} reads):\n{}", rows.join("\n"));
+    eprintln!(
+        "sidecar, per request ({reads} requests):\n{}",
+        rows.join("\n")
+    );
 }
 
 /// `k` catalogs `<prefix><i>` that each hold a snapshot of 8 fields, 8
@@ -816,6 +907,15 @@ fn main() {
         fresh_only(&clients, rounds);
         return;
     }
+    if let Some(rounds) = a.writes {
+        let clients = if a.clients == [1, 8, 50, 200] {
+            vec![TARGET_CLIENTS]
+        } else {
+            a.clients.clone()
+        };
+        writes_only(&clients, rounds, a.secs);
+        return;
+    }
     if let Some(n) = a.restore {
         restore(n, a.secs.max(5.0));
         return;
@@ -905,33 +1005,7 @@ fn main() {
         .arg("NOSNAP")
         .query(&mut local.con())
         .expect("read r8");
-    let (_durable, durable_url) = lake_tests::plain_redis(&local.dir.path().join("durable"));
-    let durable_port: u16 = durable_url
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
-    {
-        let mut d = lake_tests::redis::Client::open(durable_url.as_str())
-            .and_then(|c| c.get_connection())
-            .expect("durable Redis");
-        for (k, v) in [("appendonly", "yes"), ("appendfsync", "always")] {
-            let _: () = lake_tests::redis::cmd("CONFIG")
-                .arg("SET")
-                .arg(k)
-                .arg(v)
-                .query(&mut d)
-                .expect("CONFIG SET");
-        }
-        lake_tests::wait_for("the AOF rewrite", Duration::from_secs(30), || {
-            let i: String = lake_tests::redis::cmd("INFO")
-                .arg("persistence")
-                .query(&mut d)
-                .unwrap_or_default();
-            i.contains("aof_rewrite_in_progress:0") && i.contains("aof_enabled:1")
-        });
-    }
+    let (_durable, durable_port) = durable_redis(&local.dir.path().join("durable"));
     let mut con = local.con();
     let _: () = lake_tests::redis::cmd("SET")
         .arg("bench:doc8")

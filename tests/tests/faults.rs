@@ -156,6 +156,60 @@ fn frozen_sidecar_bounds_what_redis_queues_and_answers_lakebusy() {
     lake.assert_no_crash();
 }
 
+/// Frames stay whole when the socket to the sidecar fills: against a
+/// frozen sidecar, 24 clients each write a 40 KB value of their own, more
+/// than the socket holds, so sends stop part-way through a frame and the
+/// rest waits for the module's writer. Once the sidecar runs again every
+/// write succeeds and reads back exactly (bytes of two frames mixed would
+/// have broken the connection or a value).
+#[test]
+fn frames_stay_whole_when_the_socket_to_the_sidecar_fills() {
+    let lake = Lake::with(Options {
+        timeout_ms: 20_000,
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    write(&mut c, "w", "seed", "1").unwrap();
+    lake.signal_sidecar("STOP");
+    let value = |i: usize| {
+        let ch = char::from(b'a' + i as u8);
+        format!("\"{}\"", ch.to_string().repeat(40_000))
+    };
+    let handles: Vec<_> = (0..24)
+        .map(|i| {
+            let mut c = lake.con();
+            let v = value(i);
+            std::thread::spawn(move || write(&mut c, "w", &format!("f{i}"), &v))
+        })
+        .collect();
+    wait_for(
+        "24 writes waiting for the sidecar",
+        Duration::from_secs(10),
+        || {
+            let info: String = redis::cmd("INFO")
+                .arg("lake")
+                .query(&mut c)
+                .unwrap_or_default();
+            info.contains("lake_requests_in_flight:24\r")
+        },
+    );
+    lake.signal_sidecar("CONT");
+    for h in handles {
+        h.join()
+            .unwrap()
+            .expect("every write succeeds once the sidecar runs");
+    }
+    for i in 0..24 {
+        let got = read(&mut c, "w", &["PATH", &format!("f{i}")]).unwrap();
+        assert_eq!(
+            got,
+            Some(serde_json::from_str(&value(i)).unwrap()),
+            "field f{i}"
+        );
+    }
+    lake.assert_no_crash();
+}
+
 /// Runs 50 writers against `lake`, applies `fault` once 200 writes are
 /// acknowledged, waits until writes fail, applies `recover`, waits until they
 /// work again, then checks that every acknowledged write is indexed with its
