@@ -9,6 +9,12 @@ use lake_sidecar::{
     backup, batch, channel, check, gc, http, merge, metrics, restore, service, store,
 };
 
+/// mimalloc instead of the system allocator: a request allocates and frees
+/// many small buffers across threads (frames, envelopes, parsed values),
+/// where glibc's malloc took about a sixth of the sidecar's time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lake sidecar: object store, QuickJS merge engine and snapshots for the
 /// Lake Redis module.
 #[derive(Parser, Debug)]
