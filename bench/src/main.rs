@@ -422,6 +422,8 @@ fn writes_only(clients: &[usize], rounds: usize, secs: f64) {
                 encode(&[b"SET", k.as_bytes(), v.as_bytes()])
             });
             let set = rt.block_on(load::run(durable_port, n, secs, set));
+            let idle = ping_probe(lake.port, 1.0).join().expect("probe");
+            let probe = ping_probe(lake.port, secs);
             let before = timings(&lake);
             let w = rt.block_on(load::run(
                 lake.port,
@@ -430,6 +432,13 @@ fn writes_only(clients: &[usize], rounds: usize, secs: f64) {
                 lake::write(format!("w{round}"), value.clone()),
             ));
             where_time_goes(&before, &timings(&lake), w.ops);
+            let loaded = probe.join().expect("probe");
+            eprintln!(
+                "PING p99: idle {} us, under the writes {} us (limit {} us)",
+                idle.p99_us,
+                loaded.p99_us,
+                2 * idle.p99_us + 500
+            );
             let info: String = lake_tests::redis::cmd("INFO")
                 .arg("lake")
                 .query(&mut lake.con())

@@ -3,11 +3,7 @@
 //!
 //! Threads:
 //! - writer: owns the connection; (re)connects and handshakes on demand,
-//!   writes queued frames, flushing when the queue is empty. The thread that
-//!   submits a request (Redis's main thread) first tries to send the frame
-//!   itself, without waiting (`MSG_DONTWAIT`), when the socket is idle:
-//!   that saves the hand-off to the writer, which on a busy machine costs a
-//!   request more than the send; whatever does not fit goes to the writer;
+//!   writes queued frames, flushing when the queue is empty;
 //! - reader (one per connection): reads responses and completes the matching
 //!   pending requests: every answer that already arrived is completed in one
 //!   batch, under one acquisition of the Redis lock (never waiting for more
@@ -24,10 +20,6 @@
 //! - The pending map's lock is never held while taking the Redis lock, and
 //!   never while decoding an answer (the main thread takes it on every
 //!   command).
-//! - Bytes of two frames never interleave: the writer and a direct send both
-//!   write whole frames under one lock (the submitter only tries it), and a
-//!   frame a direct send could only begin is finished by the writer before
-//!   anything else is sent.
 //! - What waits for the writer is bounded: at most [`MAX_QUEUED_BYTES`] of
 //!   frames (beyond that a request is answered `LAKEBUSY` at once), and a
 //!   connect gives up after [`CONNECT_TIMEOUT`] at most, so a frozen sidecar
@@ -53,12 +45,6 @@ use redis_module::{Context, ContextFlags, ThreadSafeContext};
 /// Most bytes of frames queued for the writer; past it requests get
 /// `LAKEBUSY` instead of piling up in Redis's memory.
 pub const MAX_QUEUED_BYTES: usize = 256 << 20;
-/// Largest frame a submitter sends itself; bigger ones (large `Put`s) go to
-/// the writer, so the submitter never copies a big remainder.
-const MAX_DIRECT_BYTES: usize = 64 << 10;
-/// `send(2)`'s flag for a send that never waits (Linux's value).
-const MSG_DONTWAIT: i32 = 0x40;
-
 /// Longest a connect to the sidecar's socket may take (a frozen sidecar's
 /// full backlog would otherwise block the writer for ever).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,20 +78,6 @@ struct Shared {
     /// connection, so a late reader cannot mark a newer one down.
     connected: AtomicU64,
     unsolicited: Unsolicited,
-    /// The open connection's socket, for whole frames written by the writer
-    /// (blocking) or by a submitter (never waiting).
-    out: Mutex<Out>,
-}
-
-/// The open connection's sending side.
-#[derive(Default)]
-struct Out {
-    /// Generation of the connection `stream` belongs to (0: none open).
-    generation: u64,
-    stream: Option<UnixStream>,
-    /// The end of a frame a submitter began: the writer sends it first, and
-    /// nobody else sends anything while it waits.
-    rest: Option<Vec<u8>>,
 }
 
 pub struct Client {
@@ -124,7 +96,6 @@ impl Client {
             local_store: AtomicBool::new(false),
             connected: AtomicU64::new(0),
             unsolicited,
-            out: Mutex::new(Out::default()),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let s = shared.clone();
@@ -186,64 +157,16 @@ impl Client {
             conn: 0,
             done,
         };
-        // Registered before anything is sent: the answer can come at once.
-        if let Ok(mut map) = self.shared.pending.lock() {
-            map.insert(id, pending);
-        }
-        if !self.send_direct(id, &frame) {
-            self.queue(id, frame);
-        }
-    }
-
-    /// Sends request `id`'s `frame` on the open connection without waiting,
-    /// when nothing else is being sent; whether it was sent (or begun, the
-    /// writer finishing it). `false`: the writer must send it.
-    fn send_direct(&self, id: u64, frame: &[u8]) -> bool {
-        if frame.len() > MAX_DIRECT_BYTES {
-            return false;
-        }
-        let Ok(mut out) = self.shared.out.try_lock() else {
-            return false;
-        };
-        let g = out.generation;
-        if g == 0 || out.rest.is_some() || self.shared.broken.load(Ordering::Acquire) >= g {
-            return false;
-        }
-        let Some(stream) = out.stream.as_ref() else {
-            return false;
-        };
-        // Marked before it is sent, so losing this connection fails it.
-        self.shared.mark_sent(id, g);
-        let sent = match socket2::SockRef::from(stream).send_with_flags(frame, MSG_DONTWAIT) {
-            Ok(n) => n,
-            Err(_) => {
-                // Full (or broken): the writer sends it, or finds out.
-                self.shared.mark_sent(id, 0);
-                return false;
-            }
-        };
-        if sent < frame.len() {
-            out.rest = Some(frame[sent..].to_vec());
-            drop(out);
-            // Wakes the writer to finish the frame (an id nobody waits for).
-            let _ = self.tx.send((UNSOLICITED_ID, Vec::new()));
-        }
-        true
-    }
-
-    /// Queues request `id`'s `frame` for the writer, within
-    /// [`MAX_QUEUED_BYTES`].
-    fn queue(&self, id: u64, frame: Vec<u8>) {
         let len = frame.len();
         let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);
         if queued > 0 && queued + len > MAX_QUEUED_BYTES {
             self.shared.queued.fetch_sub(len, Ordering::AcqRel);
-            return self.shared.complete(
-                id,
-                Err(LakeError::busy(format!(
-                    "{queued} bytes are already queued for the sidecar (at most {MAX_QUEUED_BYTES}); retry later"
-                ))),
-            );
+            return (pending.done)(Err(LakeError::busy(format!(
+                "{queued} bytes are already queued for the sidecar (at most {MAX_QUEUED_BYTES}); retry later"
+            ))));
+        }
+        if let Ok(mut map) = self.shared.pending.lock() {
+            map.insert(id, pending);
         }
         if self.tx.send((id, frame)).is_err() {
             self.shared.queued.fetch_sub(len, Ordering::AcqRel);
@@ -254,16 +177,6 @@ impl Client {
 }
 
 impl Shared {
-    /// Records that request `id` is written on connection `conn` (0: not
-    /// yet), if it still waits.
-    fn mark_sent(&self, id: u64, conn: u64) {
-        if let Ok(mut m) = self.pending.lock() {
-            if let Some(p) = m.get_mut(&id) {
-                p.conn = conn;
-            }
-        }
-    }
-
     /// Records that connection `generation` failed, before its requests are
     /// failed, so whoever is told `LAKEDOWN` then sees it down in `INFO`.
     fn mark_down(&self, generation: u64) {
@@ -438,23 +351,11 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
             .is_some_and(|c| shared.broken.load(Ordering::Acquire) >= c.generation)
         {
             conn = None;
-            close_out(&shared);
         }
         if conn.is_none() {
             generation += 1;
             match connect(&shared, generation) {
-                Ok(c) => {
-                    if let (Ok(mut out), Ok(stream)) =
-                        (shared.out.lock(), c.out.get_ref().try_clone())
-                    {
-                        *out = Out {
-                            generation,
-                            stream: Some(stream),
-                            rest: None,
-                        };
-                    }
-                    conn = Some(c);
-                }
+                Ok(c) => conn = Some(c),
                 Err(e) => {
                     for (id, _) in batch {
                         shared.complete(id, Err(e.clone()));
@@ -464,19 +365,8 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        // Whole frames only, in turn with the submitters' direct sends; the
-        // end of a frame one began goes first.
-        let Ok(mut out) = shared.out.lock() else {
-            continue;
-        };
-        let mut ok = match out.rest.take() {
-            Some(rest) => c.out.write_all(&rest).is_ok(),
-            None => true,
-        };
+        let mut ok = true;
         for (id, frame) in &batch {
-            if !ok {
-                break;
-            }
             let live = match shared.pending.lock() {
                 Ok(mut m) => m.get_mut(id).map(|p| p.conn = c.generation).is_some(),
                 Err(_) => false,
@@ -489,10 +379,8 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
         if ok && c.out.flush().is_err() {
             ok = false;
         }
-        drop(out);
         if !ok {
             let g = c.generation;
-            close_out(&shared);
             shared.mark_down(g);
             let _ = c.out.get_ref().shutdown(std::net::Shutdown::Both);
             conn = None;
@@ -507,14 +395,6 @@ fn writer_loop(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<(u64, Vec<u8
                 );
             }
         }
-    }
-}
-
-/// Forgets the connection's sending side: no direct send until the writer
-/// opens the next one.
-fn close_out(shared: &Shared) {
-    if let Ok(mut out) = shared.out.lock() {
-        *out = Out::default();
     }
 }
 

@@ -158,10 +158,10 @@ fn frozen_sidecar_bounds_what_redis_queues_and_answers_lakebusy() {
 
 /// Frames stay whole when the socket to the sidecar fills: against a
 /// frozen sidecar, 24 clients each write a 40 KB value of their own, more
-/// than the socket holds, so sends stop part-way through a frame and the
-/// rest waits for the module's writer. Once the sidecar runs again every
-/// write succeeds and reads back exactly (bytes of two frames mixed would
-/// have broken the connection or a value).
+/// than the socket holds, so the module's writer waits part-way through a
+/// frame. Once the sidecar runs again every write succeeds and reads back
+/// exactly (a frame cut or mixed with another would have broken the
+/// connection or a value).
 #[test]
 fn frames_stay_whole_when_the_socket_to_the_sidecar_fills() {
     let lake = Lake::with(Options {
