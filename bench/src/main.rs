@@ -434,10 +434,11 @@ fn writes_only(clients: &[usize], rounds: usize, secs: f64) {
             where_time_goes(&before, &timings(&lake), w.ops);
             let loaded = probe.join().expect("probe");
             eprintln!(
-                "PING p99: idle {} us, under the writes {} us (limit {} us)",
+                "PING p99: idle {} us, under the writes {} us (limit {} us), max {} us",
                 idle.p99_us,
                 loaded.p99_us,
-                2 * idle.p99_us + 500
+                2 * idle.p99_us + 500,
+                loaded.max_us
             );
             let info: String = lake_tests::redis::cmd("INFO")
                 .arg("lake")

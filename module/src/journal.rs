@@ -37,8 +37,10 @@ use redis_module::{raw, Context, ContextFlags, RedisValue};
 use crate::commands::{call_replicated, value_string};
 use crate::{config, entry, owner, reply, state};
 
-/// Entries one batch carries at most (and one tick reads at most).
-pub const MAX_ENTRIES: usize = 10_000;
+/// Entries one batch carries at most (and one tick reads at most): reading
+/// and encoding them is main-thread work, a few hundred microseconds per
+/// thousand; a full batch sends the next at the next tick.
+pub const MAX_ENTRIES: usize = 2_000;
 /// How often the timer looks for work.
 const TICK: Duration = Duration::from_millis(50);
 /// Keys one `SCAN` page looks at.
@@ -73,8 +75,11 @@ struct Shipper {
     dirty: BTreeSet<String>,
     flight: Option<Flight>,
     last: Option<Instant>,
-    /// Ship at the next tick, whatever the interval (a full batch left
-    /// more behind, or `LAKE.GC` waits for the backup to catch up).
+    /// Ship at the next tick, whatever the interval: a full batch left
+    /// more behind.
+    next: bool,
+    /// `LAKE.GC` waits for the backup to catch up: ship at the next tick
+    /// and read more of the keyspace per tick to find every stream.
     soon: bool,
     cursor: String,
     /// The last shipping error, and one not logged yet.
@@ -94,6 +99,7 @@ static SHIPPER: Mutex<Shipper> = Mutex::new(Shipper {
     dirty: BTreeSet::new(),
     flight: None,
     last: None,
+    next: false,
     soon: false,
     cursor: String::new(),
     last_error: None,
@@ -225,12 +231,14 @@ pub fn tick(ctx: &Context) {
         }
     }
     let due = s.soon
+        || s.next
         || s.last
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(config::ship_interval_ms()));
     if !due || s.dirty.is_empty() {
         return;
     }
     s.soon = false;
+    s.next = false;
     s.last = Some(Instant::now());
     let (entries, shipped) = collect(ctx, &mut s);
     if entries.is_empty() {
@@ -278,7 +286,8 @@ fn note_error(e: LakeError) {
     }
 }
 
-/// Reads up to [`MAX_ENTRIES`] entries from the dirty streams.
+/// Reads up to [`MAX_ENTRIES`] entries from the dirty streams, through the
+/// stream iterator (no command call: no reply to build and parse again).
 fn collect(ctx: &Context, s: &mut Shipper) -> (Vec<Entry>, Vec<(String, String)>) {
     let mut entries = Vec::new();
     let mut shipped = Vec::new();
@@ -289,23 +298,22 @@ fn collect(ctx: &Context, s: &mut Shipper) -> (Vec<Entry>, Vec<(String, String)>
             break;
         }
         let key = catalog::journal_key(cat);
-        let Ok(RedisValue::Array(items)) = ctx.call(
-            "XRANGE",
-            &[key.as_str(), "-", "+", "COUNT", &want.to_string()],
-        ) else {
+        let stream = ctx.open_key(&ctx.create_string(key.as_str()));
+        // Fails on a missing (or non-stream) key: nothing to ship there.
+        let Ok(records) = stream.get_stream_iterator(false) else {
             clean.push(cat.clone());
             continue;
         };
-        if items.is_empty() {
-            clean.push(cat.clone());
-            continue;
-        }
         let mut last = None;
-        for item in items {
-            let Some((id, text)) = stream_item(item) else {
-                continue;
-            };
-            match serde_json::from_str::<Change>(&text) {
+        for record in records.take(want) {
+            let id = format!("{}-{}", record.id.ms, record.id.seq);
+            let text = record
+                .fields
+                .iter()
+                .find(|(f, _)| f.as_slice() == journal::FIELD.as_bytes())
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default();
+            match Change::parse(text) {
                 Ok(change) => entries.push(Entry {
                     catalog: cat.clone(),
                     id: id.clone(),
@@ -320,33 +328,15 @@ fn collect(ctx: &Context, s: &mut Shipper) -> (Vec<Entry>, Vec<(String, String)>
             }
             last = Some(id);
         }
-        if let Some(id) = last {
-            shipped.push((cat.clone(), id));
+        match last {
+            Some(id) => shipped.push((cat.clone(), id)),
+            None => clean.push(cat.clone()),
         }
     }
     for c in clean {
         s.dirty.remove(&c);
     }
     (entries, shipped)
-}
-
-/// `[id, [field, value, ...]]` -> `(id, value of FIELD)`.
-fn stream_item(item: RedisValue) -> Option<(String, String)> {
-    let RedisValue::Array(mut parts) = item else {
-        return None;
-    };
-    let fields = parts.pop()?;
-    let id = value_string(parts.pop()?).ok()?;
-    let RedisValue::Array(fields) = fields else {
-        return Some((id, String::new()));
-    };
-    let mut it = fields.into_iter();
-    while let (Some(f), Some(v)) = (it.next(), it.next()) {
-        if value_string(f).ok().as_deref() == Some(journal::FIELD) {
-            return Some((id, value_string(v).ok()?));
-        }
-    }
-    Some((id, String::new()))
 }
 
 /// Removes what a stored batch carried from the streams.
@@ -372,7 +362,7 @@ fn trim(ctx: &Context, s: &mut Shipper, f: Flight) {
         }
     }
     if f.full {
-        s.soon = true;
+        s.next = true;
     } else {
         s.caught_up = Some(f.collected);
     }
