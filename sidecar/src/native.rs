@@ -553,14 +553,22 @@ impl<'a> Parser<'a> {
         self.i += 1;
         let mut plain = true;
         loop {
+            // A run up to the next quote or backslash, found a word at a
+            // time; control characters in it are refused.
+            let rest = self.b.get(self.i..).unwrap_or_default();
+            let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+            let control = rest[..run].iter().fold(false, |any, c| any | (*c < 0x20));
+            if control {
+                self.i += rest[..run].iter().position(|c| *c < 0x20).unwrap_or(0);
+                return Err(self.err("control character in a string"));
+            }
+            self.i += run;
             match self.b.get(self.i) {
                 Some(b'"') => break,
-                Some(b'\\') => {
+                Some(_) => {
                     plain = false;
                     self.i += 2;
                 }
-                Some(c) if *c < 0x20 => return Err(self.err("control character in a string")),
-                Some(_) => self.i += 1,
                 None => return Err(self.err("unterminated string")),
             }
         }
@@ -898,5 +906,28 @@ mod tests {
         assert_eq!(get(&d, &p("a.1")), None);
         assert_eq!(get(&d, &p("a.x")), None);
         assert_eq!(get(&d, &p("$")), Some(&d));
+    }
+
+    proptest::proptest! {
+        /// Strings read back exactly, escapes, quotes and any character
+        /// included.
+        #[test]
+        fn strings_read_back(text in "(?s).{0,64}") {
+            let json = serde_json::to_string(&text).unwrap();
+            proptest::prop_assert_eq!(parse(&json).unwrap(), Value::String(text.clone()));
+            proptest::prop_assert!(validate(&json).is_ok());
+        }
+
+        /// A quoted run of arbitrary characters (raw control characters,
+        /// stray backslashes, unterminated) is accepted exactly when
+        /// serde_json accepts it, and then reads the same.
+        #[test]
+        fn strings_are_refused_as_serde_json_refuses_them(body in "[a\\\\\"\\x00-\\x1f\\u{e9}u0-9]{0,12}") {
+            let json = format!("\"{body}");
+            let ours = parse(&json).ok();
+            let theirs = serde_json::from_str::<Value>(&json).ok();
+            proptest::prop_assert_eq!(&ours, &theirs, "{:?}", json);
+            proptest::prop_assert_eq!(validate(&json).is_ok(), theirs.is_some(), "{:?}", json);
+        }
     }
 }
