@@ -321,14 +321,21 @@ fn fold_native(fold: Fold, custom: &mut dyn Custom) -> Result<FoldOut, FoldError
         delta: Some(f.delta),
         message: f.message,
     })?;
-    let text = |v: &Value| serde_json::to_string(v).unwrap_or_else(|_| "null".into());
     let at_path = fold
         .path
         .as_deref()
         .and_then(|p| native::get(&doc, p))
-        .map(text);
+        .map(native::to_text);
+    // About the base's text and the values folded onto it.
+    let size = fold.base.as_ref().map_or(0, |b| b.len())
+        + fold
+            .deltas
+            .iter()
+            .map(|d| d.value.get().len())
+            .sum::<usize>()
+        + 64;
     Ok(FoldOut {
-        doc: Some(text(&doc)),
+        doc: Some(native::to_text_sized(&doc, size)),
         at_path,
         tree: Some(doc),
     })

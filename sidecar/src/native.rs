@@ -339,6 +339,105 @@ pub fn parse(text: &str) -> Result<Value, String> {
     Parser::new(text, true, MAX_READ_DEPTH).run()
 }
 
+/// The JSON text of `v`, byte for byte what `serde_json::to_string` writes
+/// (numbers as their exact text, keys in their order, the same escapes),
+/// with strings copied a run at a time between the bytes that need an
+/// escape, found a word at a time (documents are mostly long plain text).
+pub fn to_text(v: &Value) -> String {
+    to_text_sized(v, 256)
+}
+
+/// [`to_text`] into a buffer of `capacity` bytes to start with (the size
+/// the caller expects, so the text is not copied as it grows).
+pub fn to_text_sized(v: &Value, capacity: usize) -> String {
+    let mut out = Vec::with_capacity(capacity);
+    write_value(&mut out, v);
+    // Only whole strings and ASCII went in.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => out.extend_from_slice(n.as_str().as_bytes()),
+        Value::String(t) => write_str(out, t.as_bytes()),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k.as_bytes());
+                out.push(b':');
+                write_value(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Whether byte `c` needs an escape in a JSON string.
+fn needs_escape(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
+/// `b` (a string's bytes) quoted, escaped as serde_json escapes: `\"`,
+/// `\\`, the short forms of backspace, tab, newline, form feed and
+/// carriage return, `\u00xx` for the other control characters; nothing
+/// else.
+fn write_str(out: &mut Vec<u8>, b: &[u8]) {
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    // Short strings (most keys and values): one pass, no scanner set-up.
+    if b.len() < 32 && !b.iter().any(|c| needs_escape(*c)) {
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+        let clean = !rest[..run].iter().fold(false, |any, c| any | (*c < 0x20));
+        let plain = if clean {
+            run
+        } else {
+            rest[..run].iter().position(|c| *c < 0x20).unwrap_or(run)
+        };
+        out.extend_from_slice(&rest[..plain]);
+        i += plain;
+        let Some(&c) = b.get(i) else { break };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 0xf)]);
+            }
+        }
+        i += 1;
+    }
+    out.push(b'"');
+}
+
 /// Checks that `text` is JSON that a write may store, building nothing, and
 /// returns its nesting depth (a scalar is 0, `[1]` is 1): at most
 /// [`MAX_DOC_DEPTH`], so what a write stores can always be read back.
@@ -928,6 +1027,34 @@ mod tests {
             let theirs = serde_json::from_str::<Value>(&json).ok();
             proptest::prop_assert_eq!(&ours, &theirs, "{:?}", json);
             proptest::prop_assert_eq!(validate(&json).is_ok(), theirs.is_some(), "{:?}", json);
+        }
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "(?s).{0,24}".prop_map(Value::String),
+            "[a\\x00-\\x1f\\x7f\"\\\\/\\u{e9}\\u{1f600}]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(("(?s).{0,8}", inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// `to_text` writes exactly what serde_json writes.
+        #[test]
+        fn to_text_equals_serde_json(v in arb_value()) {
+            proptest::prop_assert_eq!(to_text(&v), serde_json::to_string(&v).unwrap());
         }
     }
 }
