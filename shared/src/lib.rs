@@ -7,6 +7,9 @@
 //! - [`member`]: the `<field>:<uuid>` sorted-set member codec.
 //! - [`stamp`]: commit-stamp allocation.
 //! - [`mode`]: write modes.
+//! - [`native`]: JSON text to values and back (exact numbers, key order)
+//!   and the built-in modes' left fold, used by the sidecar's merges and by
+//!   the module's folds of hot reads.
 //! - [`envelope`]: the self-describing object bodies in the store.
 //! - [`segment`]: many delta records per object, located from their uuid.
 //! - [`journal`]: the index changes shipped to the store, and their fold.
@@ -21,6 +24,7 @@ pub mod journal;
 pub mod latency;
 pub mod member;
 pub mod mode;
+pub mod native;
 pub mod path;
 pub mod proto;
 pub mod segment;

@@ -5,7 +5,8 @@
 //! - [`batch`]: many writes per PUT, as segment objects.
 //! - [`cache`]: merged documents, so reads merge only new deltas.
 //! - [`views`]: computed views, once per catalog version.
-//! - [`native`]: the built-in modes and the left fold, in Rust.
+//! - [`native`]: re-exported from lake-shared (the module folds hot reads
+//!   with it too): the built-in modes and the left fold, in Rust.
 //! - [`merge`]: the merge engine's threads; QuickJS for custom modes.
 //! - [`service`]: put, read/merge, snapshots.
 //! - [`gc`]: garbage collection of unreferenced objects.
@@ -24,7 +25,7 @@ pub mod gc;
 pub mod http;
 pub mod merge;
 pub mod metrics;
-pub mod native;
+pub use lake_shared::native;
 pub mod restore;
 pub mod service;
 pub mod store;

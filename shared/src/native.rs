@@ -18,7 +18,7 @@
 //!   current value at the path (or nothing) and the delta's value, and puts
 //!   back what it returns (or deletes the path).
 
-use lake_shared::{MAX_DOC_DEPTH, MAX_READ_DEPTH};
+use crate::{MAX_DOC_DEPTH, MAX_READ_DEPTH};
 use serde_json::{Map, Value};
 
 /// How a mode treats the way to its target.
@@ -356,6 +356,38 @@ pub fn to_text_sized(v: &Value, capacity: usize) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// One delta as text: what the module keeps of a write it indexed.
+#[derive(Debug, Clone, Copy)]
+pub struct TextDelta<'a> {
+    pub path: &'a [String],
+    pub mode: &'a str,
+    pub value: &'a str,
+}
+
+/// `doc`, a document's text, with `deltas` folded on (built-in modes only):
+/// `to_text(fold(parse(doc), deltas))`. Equal to the text of the fold of
+/// everything from the start, since a fold is a left fold and [`parse`]
+/// reads back exactly the value [`to_text`] wrote. An error (text that does
+/// not parse, a custom mode) means the fold must be done elsewhere.
+pub fn extend(doc: &str, deltas: &[TextDelta<'_>]) -> Result<String, String> {
+    let base = parse(doc)?;
+    let mut values = Vec::with_capacity(deltas.len());
+    for d in deltas {
+        let mode = Mode::of(d.mode);
+        if let Mode::Custom(name) = mode {
+            return Err(format!("mode '{name}' is not built in"));
+        }
+        values.push(Delta {
+            path: d.path,
+            mode,
+            value: parse(d.value)?,
+        });
+    }
+    let size = doc.len() + deltas.iter().map(|d| d.value.len()).sum::<usize>() + 64;
+    let folded = fold(Some(base), values, &mut BuiltinsOnly).map_err(|f| f.message)?;
+    Ok(to_text_sized(&folded, size))
+}
+
 fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
@@ -688,7 +720,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Vec<String> {
-        lake_shared::path::parse(s).unwrap()
+        crate::path::parse(s).unwrap()
     }
 
     fn v(s: &str) -> Value {
@@ -1048,6 +1080,53 @@ mod tests {
                     .prop_map(|kv| Value::Object(kv.into_iter().collect())),
             ]
         })
+    }
+
+    fn arb_delta() -> impl proptest::strategy::Strategy<Value = (String, &'static str, Value)> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![
+                Just("$"),
+                Just("a"),
+                Just("a.b"),
+                Just("0"),
+                Just("a.0"),
+                Just("/b~1c")
+            ],
+            prop_oneof![Just("set"), Just("insert"), Just("replace"), Just("merge")],
+            arb_value(),
+        )
+            .prop_map(|(p, m, v)| (p.to_string(), m, v))
+    }
+
+    proptest::proptest! {
+        /// A document's text extended by more deltas is the text of the
+        /// fold of everything from the start, wherever the fold is cut.
+        #[test]
+        fn extend_equals_one_fold(
+            base in arb_value(),
+            deltas in proptest::collection::vec(arb_delta(), 0..8),
+            cut in 0usize..8,
+        ) {
+            let cut = cut.min(deltas.len());
+            let paths: Vec<Vec<String>> = deltas.iter().map(|d| p(&d.0)).collect();
+            let whole = |upto: usize| {
+                let ds = deltas[..upto].iter().zip(&paths).map(|(d, path)| Delta {
+                    path,
+                    mode: Mode::of(d.1),
+                    value: d.2.clone(),
+                });
+                fold(Some(base.clone()), ds, &mut BuiltinsOnly).map(|v| to_text(&v))
+            };
+            let texts: Vec<String> = deltas.iter().map(|d| to_text(&d.2)).collect();
+            let rest: Vec<TextDelta> = (cut..deltas.len())
+                .map(|i| TextDelta { path: &paths[i], mode: deltas[i].1, value: &texts[i] })
+                .collect();
+            let (Ok(first), Ok(all)) = (whole(cut), whole(deltas.len())) else {
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(extend(&first, &rest), Ok(all));
+        }
     }
 
     proptest::proptest! {
