@@ -341,6 +341,7 @@ fn fresh_only(clients: &[usize], rounds: usize) {
             let (k, v) = (FRESH_CATALOGS, value.clone());
             let r = rt.block_on(async {
                 fresh_deltas(lake.port, &prefix, k, TARGET_CLIENTS, &v).await;
+                quiesce(&lake);
                 let read = gen(move |_, i| {
                     let cat = format!("{prefix}{i}");
                     encode(&[b"LAKE.READ", cat.as_bytes(), b"NOSNAP"])
@@ -460,17 +461,44 @@ fn writes_only(clients: &[usize], rounds: usize, secs: f64) {
 }
 
 /// Every histogram's `_sum` and `_count` series in the sidecar's metrics.
+/// The sidecar's histograms (`_count`, `_sum`), and Redis's main-thread
+/// time per command (`INFO commandstats`) in the same shape.
 fn timings(lake: &Lake) -> HashMap<String, f64> {
     let (_, body) = lake.http_get("/metrics");
-    body.lines()
+    let mut out: HashMap<String, f64> = body
+        .lines()
         .filter(|l| l.contains("_sum") || l.contains("_count"))
         .filter_map(|l| l.rsplit_once(' '))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
+        .collect();
+    let stats: String = lake_tests::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut lake.con())
+        .unwrap_or_default();
+    for line in stats.lines() {
+        let Some((cmd, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |name: &str| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(name))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        if let (Some(calls), Some(usec)) = (field("calls="), field("usec=")) {
+            let key = format!("redis_main_thread_seconds{{cmd=\"{cmd}\"}}");
+            out.insert(format!("{key}_count"), calls);
+            out.insert(format!("{key}_sum"), usec / 1e6);
+        }
+    }
+    out
 }
 
-/// Prints, per request (read or write), each sidecar histogram that moved
-/// between two scrapes: how many observations and their mean.
+/// Prints, per request (read or write), each sidecar histogram and each
+/// Redis command's main-thread time that moved between two scrapes: how
+/// many observations and their mean.
 fn where_time_goes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, reads: u64) {
     let moved =
         |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
@@ -490,7 +518,7 @@ fn where_time_goes(before: &HashMap<String, f64>, after: &HashMap<String, f64>, 
         .collect();
     rows.sort();
     eprintln!(
-        "sidecar, per request ({reads} requests):\n{}",
+        "where the time goes, per request ({reads} requests; sidecar histograms, Redis main thread per command):\n{}",
         rows.join("\n")
     );
 }
@@ -614,6 +642,16 @@ fn large_values(sizes: &[usize], secs: f64) {
             us(ping.max_us)
         );
     }
+}
+
+/// Waits until the preparation's own work is done (journal shipped,
+/// nothing in flight), so a measured phase runs alone.
+fn quiesce(lake: &Lake) {
+    let mut con = lake.con();
+    lake_tests::wait_for("the journal to ship", Duration::from_secs(60), || {
+        info_field(&mut con, "lake", "lake_journal_catalogs_pending") == 0
+            && info_field(&mut con, "lake", "lake_requests_in_flight") == 0
+    });
 }
 
 fn info_field(con: &mut lake_tests::redis::Connection, section: &str, field: &str) -> i64 {
@@ -1156,12 +1194,13 @@ fn main() {
                 }
                 add(&format!("LAKE.READ snapshot+{tail} uncached"), r);
             }
-            // Every read finds 8 deltas written since the previous one:
-            // the sidecar fetches them and folds them onto its cached
-            // document (the reply cache cannot answer a changed catalog).
+            // Every read finds 8 deltas written since the previous one,
+            // through this node: Redis folds them onto the answer it keeps
+            // (the sidecar, where the bodies are not in Redis).
             let k = if a.quick { 200 } else { FRESH_CATALOGS };
             let prefix = format!("fresh{n}-");
             fresh_deltas(local.port, &prefix, k, TARGET_CLIENTS, &value).await;
+            quiesce(&local);
             let read = gen(move |_, i| {
                 let cat = format!("{prefix}{i}");
                 encode(&[b"LAKE.READ", cat.as_bytes(), b"NOSNAP"])

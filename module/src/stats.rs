@@ -99,11 +99,13 @@ pub fn info(ctx: &InfoContext) -> RedisResult<()> {
         .field("reads", get(&READS))?
         .field("snapshot_commits", get(&SNAPSHOT_COMMITS))?
         .field("compactions", get(&COMPACTIONS))?;
-    let (entries, bytes) = crate::reply_cache::size();
+    let (entries, bodies, bytes) = crate::reply_cache::size();
     section = section
         .field("reply_cache_hits", get(&crate::reply_cache::HITS))?
         .field("reply_cache_misses", get(&crate::reply_cache::MISSES))?
+        .field("reply_cache_folds", get(&crate::reply_cache::FOLDS))?
         .field("reply_cache_entries", entries as u64)?
+        .field("reply_cache_bodies", bodies as u64)?
         .field("reply_cache_bytes", bytes as u64)?;
     let pending = crate::journal::pending();
     section = section

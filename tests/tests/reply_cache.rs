@@ -1,8 +1,9 @@
-//! The module's hot-read reply cache: a read of an unchanged catalog is
-//! answered by Redis alone (even with the sidecar frozen), and the cache
-//! never answers what a fresh merge would not: a differential run against
-//! a Lake with the cache off, through writes in every mode, REMOVE, DROP,
-//! compaction and reads on a replica.
+//! The module's hot-read reply cache: a read of an unchanged catalog, or of
+//! one that only gained writes through this node since, is answered by
+//! Redis alone (even with the sidecar frozen), and the cache never answers
+//! what a fresh merge would not: a differential run against a Lake with
+//! the cache off, through writes in every mode, REMOVE, DROP, compaction
+//! and reads on a replica.
 
 use lake_tests::{err_text, redis, wait_for, write, Lake, Options};
 use rand::rngs::StdRng;
@@ -38,13 +39,30 @@ fn an_unchanged_catalog_is_answered_without_the_sidecar() {
         assert_eq!(read(&mut con, "hot", &[]).unwrap(), first);
     }
     assert_eq!(info(&mut con, "reply_cache_hits"), 3);
-    // Thawed, a write changes what the read is planned from: merged by
-    // the sidecar again.
+    // Thawed, a write changes what the read is planned from; its body is
+    // kept, so the next read is folded here, again with the sidecar frozen.
     lake.signal_sidecar("CONT");
     write(&mut con, "hot", "b", "2").expect("write after thawing");
+    write(&mut con, "hot", "c.d", r#"{"e":[1,2.50]}"#).expect("write");
+    assert_eq!(info(&mut con, "reply_cache_bodies"), 2);
+    lake.signal_sidecar("STOP");
+    let folded = read(&mut con, "hot", &[]).unwrap().expect("a document");
+    assert_eq!(folded, r#"{"a":{"x":1},"b":2,"c":{"d":{"e":[1,2.50]}}}"#);
+    assert_eq!(info(&mut con, "reply_cache_folds"), 1);
+    assert_eq!(info(&mut con, "reply_cache_bodies"), 0);
+    lake.signal_sidecar("CONT");
+    assert_eq!(lake.metric("reads_total"), merges);
+    // A value too large to keep: merged by the sidecar.
+    let big = format!("\"{}\"", "v".repeat(40 << 10));
+    write(&mut con, "hot", "big", &big).expect("large write");
     let doc = read(&mut con, "hot", &[]).unwrap().expect("a document");
-    assert!(doc.contains("\"b\""), "{doc}");
+    assert!(
+        doc.ends_with(&format!(r#""big":{big}}}"#)),
+        "{}",
+        &doc[..80]
+    );
     assert!(lake.metric("reads_total") > merges);
+    assert_eq!(info(&mut con, "reply_cache_folds"), 1);
     assert!(info(&mut con, "reply_cache_bytes") > 0);
     // A reconnected sidecar (its modes may differ) starts the cache over.
     lake.kill_sidecar();
@@ -55,6 +73,11 @@ fn an_unchanged_catalog_is_answered_without_the_sidecar() {
         || info(&mut con, "sidecar_connected") == 1,
     );
     assert_eq!(info(&mut con, "reply_cache_entries"), 0);
+    // What was folded here is what the store holds: read back through a
+    // sidecar that has never merged this catalog.
+    let cold = read(&mut con, "hot", &[]).unwrap().expect("a document");
+    assert!(cold.starts_with(r#"{"a":{"x":1},"b":2,"c":{"d":{"e":[1,2.50]}},"big":"#));
+    assert_eq!(cold, doc);
     lake.assert_no_crash();
 }
 
@@ -158,6 +181,7 @@ fn the_cache_answers_what_a_cache_off_lake_answers() {
         // Every read shape, twice on the cached Lake (a miss, then a hit).
         for args in [
             vec![],
+            vec!["NOSNAP"],
             vec!["PATH", "x"],
             vec!["PATH", "y"],
             vec!["WITHSTAMP"],
@@ -198,6 +222,7 @@ fn the_cache_answers_what_a_cache_off_lake_answers() {
         }
     }
     assert!(info(&mut a, "reply_cache_hits") > 0);
+    assert!(info(&mut a, "reply_cache_folds") > 0);
     assert_eq!(info(&mut b, "reply_cache_hits"), 0);
     on.assert_no_crash();
     off.assert_no_crash();

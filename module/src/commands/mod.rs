@@ -21,7 +21,7 @@
 use lake_shared::proto::Response;
 use lake_shared::{catalog, LakeError};
 use redis_module::{
-    raw, CallOptionsBuilder, CallResult, Context, ContextFlags, RedisString, RedisValue,
+    raw, CallOptionsBuilder, CallResult, Context, ContextFlags, KeyType, RedisString, RedisValue,
 };
 
 use crate::zset;
@@ -120,16 +120,30 @@ pub(crate) fn read_fence(ctx: &Context, cat: &str) -> Result<i64, LakeError> {
 }
 
 /// An integer string key of a catalog (fence, floor, retention); `None`
-/// when it does not exist.
+/// when it does not exist. Read through the key API, not a `GET` through
+/// `RM_Call` (a fake client per call: several microseconds of the main
+/// thread on every read). `RM_StringDMA` turns an integer-encoded value
+/// into plain text in place the first time; its bytes stay the same.
 pub(crate) fn read_int(ctx: &Context, key: &str) -> Result<Option<i64>, LakeError> {
-    match ctx.call("GET", &[key]) {
-        Ok(RedisValue::Null) => Ok(None),
-        Ok(v) => value_string(v)?
-            .parse()
-            .map(Some)
-            .map_err(|_| LakeError::data(format!("key '{key}' holds a non-integer"))),
-        Err(e) => Err(LakeError::invalid(format!("cannot read '{key}': {e}"))),
+    let k = ctx.open_key(&ctx.create_string(key));
+    match k.key_type() {
+        KeyType::Empty => return Ok(None),
+        KeyType::String => {}
+        _ => {
+            return Err(LakeError::data(format!(
+                "key '{key}' holds something other than a string"
+            )))
+        }
     }
+    let bytes = k
+        .read()
+        .map_err(|e| LakeError::invalid(format!("cannot read '{key}': {e}")))?
+        .unwrap_or_default();
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .map(Some)
+        .ok_or_else(|| LakeError::data(format!("key '{key}' holds a non-integer")))
 }
 
 /// Runs a write command from the main thread with replication.

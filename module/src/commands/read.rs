@@ -1,10 +1,14 @@
 //! `LAKE.READ`: the snapshot pointer and the deltas after it, read in one
-//! command execution; the merge happens in the sidecar; a snapshot it
-//! built is committed only where and when the rules allow.
+//! command execution; the merge happens in the sidecar, or here when the
+//! reply cache holds the last answer and the bodies written since
+//! (reply_cache.rs); a snapshot the sidecar built is committed only where
+//! and when the rules allow.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use lake_shared::journal::Change;
+use lake_shared::native::{self, TextDelta};
 use lake_shared::proto::{DeltaRef, Read, Request, Response, SnapRef, SnapshotPolicy};
 use lake_shared::{catalog, member, path, LakeError};
 use redis_module::{Context, ContextFlags, RedisString, RedisValue};
@@ -84,6 +88,10 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
         let doc = answer.map_or(RedisValue::Null, |t| RedisValue::BulkString(t.to_string()));
         return Ok(stamped(doc, with_stamp));
     }
+    if let Some(doc) = cache_key.as_ref().and_then(|key| fold_here(&req, key)) {
+        stats::bump(&stats::READS);
+        return Ok(stamped(RedisValue::BulkString(doc), with_stamp));
+    }
     let client = state::client()?;
     client.check_room()?;
     let req = Request::Read(req);
@@ -131,6 +139,39 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     Ok(RedisValue::NoReply)
 }
 
+/// The document `req` plans, folded here on the main thread, when the
+/// catalog's last answer is a prefix of the plan and every delta since was
+/// indexed by this node in a built-in mode, with at most
+/// [`reply_cache::FOLD_BYTES`] of text; kept under `key`. `None`: ask the
+/// sidecar (which alone reads the store, so a body lost there is reported
+/// by the first read that has to fetch it).
+fn fold_here(req: &Read, key: &reply_cache::Key) -> Option<String> {
+    let p = reply_cache::prefix(req)?;
+    let news = &req.deltas[req.deltas.len() - p.bodies.len()..];
+    let bytes = p.text.len() + p.bodies.iter().map(|b| b.value.len()).sum::<usize>();
+    if bytes > reply_cache::FOLD_BYTES {
+        return None;
+    }
+    let paths = news
+        .iter()
+        .map(|d| path::parse(&d.field).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let deltas: Vec<TextDelta> = p
+        .bodies
+        .iter()
+        .zip(&paths)
+        .map(|(b, path)| TextDelta {
+            path,
+            mode: b.mode,
+            value: &b.value,
+        })
+        .collect();
+    let doc = native::extend(&p.text, &deltas).ok()?;
+    reply_cache::advance(&p, key.clone(), Arc::from(doc.as_str()));
+    reply_cache::FOLDS.fetch_add(1, Ordering::Relaxed);
+    Some(doc)
+}
+
 /// What one read of a catalog asks the sidecar, taken from the index in
 /// one command execution.
 pub(crate) struct Plan {
@@ -149,7 +190,12 @@ pub(crate) fn plan(
     at: Option<i64>,
     snap: Option<bool>,
 ) -> Result<Plan, LakeError> {
-    if let (Some(at), Some(floor)) = (at, read_int(ctx, &catalog::floor_key(cat))?) {
+    // The floor matters only to a read at a stamp (one key read less).
+    let floor = match at {
+        Some(_) => read_int(ctx, &catalog::floor_key(cat))?,
+        None => None,
+    };
+    if let (Some(at), Some(floor)) = (at, floor) {
         if at < floor {
             return Err(LakeError::invalid(format!(
                 "catalog '{cat}': history before {floor} was compacted (AT {at})"

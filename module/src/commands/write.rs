@@ -10,7 +10,7 @@ use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 use super::{arg_str, catalog_arg, check_can_block, newest_stamp, unexpected, zadd};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{config, journal, state, stats, zset};
+use crate::{config, journal, reply_cache, state, stats, zset};
 
 const USAGE: &str =
     "LAKE.WRITE <catalog> <field> <json> [MODE SET|INSERT|REPLACE|MERGE|<custom>] [IFSTAMP <stamp>]";
@@ -58,6 +58,8 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         }
     }
     let mode = mode.unwrap_or_else(|| "set".to_string());
+    // Kept for reads folded on the main thread (reply_cache.rs), once indexed.
+    let body = reply_cache::Body::of(args[3].as_slice(), &mode);
     if let Some(expected) = if_stamp {
         // Fail fast: no object stored for a write that cannot win.
         check_stamp(ctx, cat, expected)?;
@@ -93,6 +95,10 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
                     }
                     let stamp = commit_delta(ctx, &cat, &member::encode(&field, &s.uuid))?;
                     stats::bump(&stats::WRITES);
+                    if let Some(mut body) = body {
+                        body.uuid.clone_from(&s.uuid);
+                        reply_cache::put_body(&cat, body);
+                    }
                     Ok(RedisValue::Array(vec![
                         RedisValue::BulkString(s.uuid),
                         RedisValue::Integer(stamp),
