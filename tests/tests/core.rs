@@ -467,15 +467,21 @@ fn snapshot_reads_equal_full_replay(kind: StoreKind) {
 /// snapshots, PATH and AT reads included; every answer must be identical.
 #[test]
 fn cached_reads_equal_uncached_reads() {
+    // The sidecar's cache against none; the module's reply cache (which
+    // would answer most of these reads itself) is off in both, and has a
+    // differential test of its own (reply_cache.rs).
+    let no_reply_cache = || ["reply-cache-mb", "0"].map(String::from).to_vec();
     let cached = Lake::with(Options {
         store: StoreKind::Local,
         snapshot_every: 16,
+        module_args: no_reply_cache(),
         ..Options::default()
     });
     let plain = Lake::with(Options {
         store: StoreKind::Local,
         snapshot_every: 16,
         sidecar_args: vec!["--cache-mb".into(), "0".into()],
+        module_args: no_reply_cache(),
         ..Options::default()
     });
     let (mut a, mut b) = (cached.con(), plain.con());
