@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::{arg_str, catalog_arg, check_can_block, read_fence, read_int, unexpected, zadd};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
-use crate::{config, journal, reply_cache, state, stats, zset};
+use crate::{config, journal, reply, reply_cache, state, stats, zset};
 
 /// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]
 /// [WITHSTAMP]`: the document (or the value at the path), nil when the
@@ -85,12 +85,11 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     let cache_key = (req.snapshot == SnapshotPolicy::Never).then(|| reply_cache::Key::of(&req));
     if let Some(answer) = cache_key.as_ref().and_then(reply_cache::get) {
         stats::bump(&stats::READS);
-        let doc = answer.map_or(RedisValue::Null, |t| RedisValue::BulkString(t.to_string()));
-        return Ok(stamped(doc, with_stamp));
+        return Ok(reply_kept(ctx, answer.as_deref(), with_stamp));
     }
     if let Some(doc) = cache_key.as_ref().and_then(|key| fold_here(&req, key)) {
         stats::bump(&stats::READS);
-        return Ok(stamped(RedisValue::BulkString(doc), with_stamp));
+        return Ok(reply_kept(ctx, Some(&doc), with_stamp));
     }
     let client = state::client()?;
     client.check_room()?;
@@ -254,6 +253,25 @@ pub(crate) fn plan(
         }),
         stamp,
     })
+}
+
+/// Replies a document the reply cache holds straight from its bytes (no
+/// copy into a `RedisValue` first: hot reads are answered by the
+/// thousand), as `doc` or `[doc, stamp]`.
+fn reply_kept(ctx: &Context, doc: Option<&str>, stamp: Option<i64>) -> RedisValue {
+    if let Some(s) = stamp {
+        if let Some(array) = unsafe { redis_module::raw::RedisModule_ReplyWithArray } {
+            unsafe { array(ctx.ctx, 2) };
+        }
+        reply_kept(ctx, doc, None);
+        reply::value(ctx.ctx, RedisValue::Integer(s));
+        return RedisValue::NoReply;
+    }
+    match doc {
+        Some(d) => reply::bulk(ctx.ctx, d.as_bytes()),
+        None => reply::value(ctx.ctx, RedisValue::Null),
+    }
+    RedisValue::NoReply
 }
 
 /// `doc`, or `[doc, stamp]` when the client asked `WITHSTAMP`.
