@@ -258,7 +258,11 @@ pub fn put_body(cat: &str, body: Body) {
     let budget = config::reply_cache_bytes();
     let bytes = body.bytes();
     with(|c| {
+        if !c.latest.contains_key(cat) {
+            return;
+        }
         c.make_room(bytes, budget);
+        // Room may have been made by evicting this very catalog's answer.
         let Some(l) = c.latest.get_mut(cat) else {
             return;
         };

@@ -227,3 +227,55 @@ fn the_cache_answers_what_a_cache_off_lake_answers() {
     on.assert_no_crash();
     off.assert_no_crash();
 }
+
+/// Answers and kept bodies share `lake.reply-cache-mb`: past it the least
+/// recently used answers go (their catalogs' bodies with them), every read
+/// still answers the document, and what is kept is accounted to the byte
+/// budget.
+#[test]
+fn answers_and_bodies_stay_within_the_budget() {
+    let lake = Lake::with(Options {
+        module_args: ["reply-cache-mb", "1"].map(String::from).to_vec(),
+        ..Options::default()
+    });
+    let mut con = lake.con();
+    let value = |i: usize| {
+        format!(
+            "\"{}\"",
+            char::from(b'a' + (i % 26) as u8)
+                .to_string()
+                .repeat(4 << 10)
+        )
+    };
+    let mut want = Vec::new();
+    for c in 0..80 {
+        let cat = format!("b/{c}");
+        for f in 0..3 {
+            write(&mut con, &cat, &format!("f{f}"), &value(c + f)).unwrap();
+        }
+        read(&mut con, &cat, &["NOSNAP"]).unwrap();
+        for f in 3..6 {
+            write(&mut con, &cat, &format!("f{f}"), &value(c + f)).unwrap();
+        }
+        let doc = (0..6)
+            .map(|f| format!("\"f{f}\":{}", value(c + f)))
+            .collect::<Vec<_>>()
+            .join(",");
+        want.push((cat, format!("{{{doc}}}")));
+        let bytes = info(&mut con, "reply_cache_bytes");
+        assert!(bytes <= 1 << 20, "{bytes} bytes kept, budget 1 MiB");
+    }
+    // The newest catalogs' answers and bodies are still there (folded
+    // here), the oldest were evicted (merged by the sidecar).
+    for (cat, doc) in want.iter().rev() {
+        assert_eq!(
+            read(&mut con, cat, &["NOSNAP"]).unwrap().as_deref(),
+            Some(doc.as_str())
+        );
+    }
+    assert!(info(&mut con, "reply_cache_folds") > 0);
+    assert!(info(&mut con, "reply_cache_entries") < 80);
+    let bytes = info(&mut con, "reply_cache_bytes");
+    assert!(bytes > 0 && bytes <= 1 << 20, "{bytes}");
+    lake.assert_no_crash();
+}
