@@ -35,6 +35,16 @@ use lake_shared::proto::Read;
 
 use crate::config;
 
+/// The whole index when a read was planned: how many entries it held and
+/// its newest stamp (0 when empty). With the snapshot and the fence, it
+/// tells an unchanged index, or one that only gained deltas, without
+/// reading its entries (see [`relate`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub total: usize,
+    pub newest: i64,
+}
+
 /// What one read was planned from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -46,18 +56,19 @@ pub struct Key {
     deltas: usize,
     last: Option<String>,
     fence: i64,
+    shape: Shape,
 }
 
 impl Key {
     /// The key of `LAKE.VIEW <catalog> <view>` planned as `r`.
-    pub fn of_view(r: &Read, view: &str) -> Key {
+    pub fn of_view(r: &Read, shape: Shape, view: &str) -> Key {
         Key {
             view: Some(view.to_string()),
-            ..Key::of(r)
+            ..Key::of(r, shape)
         }
     }
 
-    pub fn of(r: &Read) -> Key {
+    pub fn of(r: &Read, shape: Shape) -> Key {
         Key {
             catalog: r.catalog.clone(),
             view: None,
@@ -66,7 +77,36 @@ impl Key {
             deltas: r.deltas.len(),
             last: r.deltas.last().map(|d| d.uuid.clone()),
             fence: r.fence,
+            shape,
         }
+    }
+
+    /// The same index state read at another path.
+    pub fn at_path(&self, path: Option<String>) -> Key {
+        Key {
+            path,
+            ..self.clone()
+        }
+    }
+
+    /// The key after `news` (uuids) were appended to the index, which now
+    /// has `shape`.
+    pub fn grown(&self, news: &[String], shape: Shape) -> Key {
+        Key {
+            deltas: self.deltas + news.len(),
+            last: news.last().cloned().or_else(|| self.last.clone()),
+            shape,
+            ..self.clone()
+        }
+    }
+
+    /// Deltas after the snapshot.
+    pub fn deltas(&self) -> usize {
+        self.deltas
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     fn bytes(&self) -> usize {
@@ -76,8 +116,59 @@ impl Key {
             + self.path.as_ref().map_or(0, String::len)
             + self.base.as_ref().map_or(0, String::len)
             + self.last.as_ref().map_or(0, String::len)
-            + 160
+            + 176
     }
+}
+
+/// What the index says now, read without its entries: the snapshot a read
+/// would start from, the fence, the shape, and the newest entry's uuid and
+/// whether it is after the snapshot.
+pub struct Now<'a> {
+    pub catalog: &'a str,
+    pub base: Option<&'a str>,
+    pub fence: i64,
+    pub shape: Shape,
+    pub newest: Option<&'a str>,
+}
+
+/// How the index now stands to the catalog's newest whole-document answer.
+pub enum Kept {
+    /// Nothing changed since `0` was answered.
+    Same(Key),
+    /// Entries were added after `0`'s newest, nothing else changed (as
+    /// far as the snapshot, the fence and the newest stamp tell: the caller
+    /// reads the new entries and checks they account for the whole growth).
+    Grew(Key),
+}
+
+/// Relates `now` to the newest whole-document answer kept for its catalog.
+/// Why this is exact: entries are only appended after the newest (stamps
+/// only grow) and only removed by `LAKE.REMOVE`/`LAKE.DROP` (which move
+/// the fence) or by trimming (which shrinks the count); so the same
+/// snapshot, fence, count and newest entry mean the same entries, and a
+/// count grown by exactly the entries after the old newest means those
+/// were appended and nothing else changed.
+pub fn relate(now: &Now) -> Option<Kept> {
+    if config::reply_cache_bytes() == 0 {
+        return None;
+    }
+    with(|c| {
+        let k = &c.latest.get(now.catalog)?.key;
+        if k.base.as_deref() != now.base || k.fence != now.fence {
+            return None;
+        }
+        if k.shape == now.shape {
+            // The newest entry is the answer's last delta, or none of the
+            // index is after the snapshot (then neither is it now).
+            let same = match &k.last {
+                Some(last) => now.newest == Some(last.as_str()),
+                None => k.deltas == 0,
+            };
+            return same.then(|| Kept::Same(k.clone()));
+        }
+        (now.shape.newest > k.shape.newest && now.shape.total > k.shape.total)
+            .then(|| Kept::Grew(k.clone()))
+    })
 }
 
 /// A cached answer: the reply text, or `None` for nil.
@@ -288,37 +379,35 @@ pub struct Prefix {
     pub bodies: Vec<Arc<Body>>,
 }
 
-/// The newest whole-document answer of `r`'s catalog when it is a prefix
-/// of `r` (same snapshot and fence, fewer deltas, the last one where `r`
-/// has it) and every delta after it has its body here.
-pub fn prefix(r: &Read) -> Option<Prefix> {
-    if config::reply_cache_bytes() == 0 || r.path.is_some() {
-        return None;
-    }
+/// The answer kept under `key` (still its catalog's newest) and the
+/// bodies of `news`, the uuids appended since, all of them or `None`.
+pub fn prefix(key: &Key, news: &[String]) -> Option<Prefix> {
     with(|c| {
-        let l = c.latest.get(&r.catalog)?;
-        let k = &l.key;
-        let covers = k.base.as_deref() == r.base.as_ref().map(|b| b.uuid.as_str())
-            && k.fence == r.fence
-            && k.deltas < r.deltas.len()
-            && match k.deltas.checked_sub(1) {
-                Some(i) => k.last.as_deref() == Some(r.deltas[i].uuid.as_str()),
-                None => k.last.is_none(),
-            };
-        if !covers {
-            return None;
-        }
-        let mut bodies = Vec::with_capacity(r.deltas.len() - k.deltas);
+        let l = c.latest.get(&key.catalog).filter(|l| l.key == *key)?;
+        let mut bodies = Vec::with_capacity(news.len());
         let mut from = 0;
-        for d in &r.deltas[k.deltas..] {
-            let at = from + l.pending[from..].iter().position(|b| b.uuid == d.uuid)?;
+        for uuid in news {
+            let at = from + l.pending[from..].iter().position(|b| b.uuid == *uuid)?;
             bodies.push(l.pending[at].clone());
             from = at + 1;
         }
-        let key = k.clone();
-        let text = c.touch(&key).flatten()?;
-        Some(Prefix { key, text, bodies })
+        let text = c.touch(key).flatten()?;
+        Some(Prefix {
+            key: key.clone(),
+            text,
+            bodies,
+        })
     })
+}
+
+/// The answer under `key`, counted as a hit when there is one (a miss here
+/// is counted by the full plan that follows).
+pub fn hit(key: &Key) -> Option<Answer> {
+    let found = with(|c| c.touch(key));
+    if found.is_some() {
+        HITS.fetch_add(1, Ordering::Relaxed);
+    }
+    found
 }
 
 /// A read folded from `p` answered `text` under `key`: keeps it in place of

@@ -104,20 +104,22 @@ pub fn mread(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
         cats.push(catalog_arg(&args, i)?);
     }
     check_can_block(ctx, "LAKE.MREAD")?;
-    let mut reads = Vec::with_capacity(cats.len());
+    let (mut reads, mut shapes) = (Vec::with_capacity(cats.len()), Vec::new());
     for cat in &cats {
         owner::check_command(ctx, cat, Op::Read)?;
-        reads.push(plan(ctx, cat, read_path.clone(), None, None)?.read);
+        let plan = plan(ctx, cat, read_path.clone(), None, None)?;
+        reads.push(plan.read);
+        shapes.push(plan.shape);
     }
     // Empty catalogs are nil; unchanged ones come from the reply cache
     // (reply_cache.rs); the rest go to the sidecar.
     let mut docs: Vec<Option<Option<String>>> = Vec::with_capacity(reads.len());
     let mut keys: Vec<Option<reply_cache::Key>> = Vec::with_capacity(reads.len());
-    for r in reads.iter_mut() {
+    for (r, shape) in reads.iter_mut().zip(shapes) {
         let key = r
             .as_ref()
             .filter(|r| r.snapshot == SnapshotPolicy::Never)
-            .map(reply_cache::Key::of);
+            .map(|r| reply_cache::Key::of(r, shape));
         match (&r, key.as_ref().and_then(reply_cache::get)) {
             (None, _) => docs.push(Some(None)),
             (Some(_), Some(hit)) => {

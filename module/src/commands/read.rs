@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::{arg_str, catalog_arg, check_can_block, read_fence, read_int, unexpected, zadd};
 use crate::blocked::Blocked;
 use crate::owner::{self, Op};
+use crate::reply_cache::{Kept, Now, Shape};
 use crate::{config, journal, reply, reply_cache, state, stats, zset};
 
 /// `LAKE.READ <catalog> [PATH <field>] [AT <stamp>] [SNAP|NOSNAP]
@@ -73,6 +74,11 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     }
     check_can_block(ctx, "LAKE.READ")?;
     owner::check_command(ctx, cat, Op::Read)?;
+    if at.is_none() && snap != Some(true) {
+        if let Some(reply) = answer_kept(ctx, cat, read_path.as_deref(), snap, with_stamp)? {
+            return Ok(reply);
+        }
+    }
 
     let plan = plan(ctx, cat, read_path, at, snap)?;
     let with_stamp = with_stamp.then_some(plan.stamp);
@@ -82,14 +88,11 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     let fence = req.fence;
     // Hot reads: answered here when nothing changed since the last one
     // (reads that ask for a snapshot go to the sidecar, see reply_cache.rs).
-    let cache_key = (req.snapshot == SnapshotPolicy::Never).then(|| reply_cache::Key::of(&req));
+    let cache_key =
+        (req.snapshot == SnapshotPolicy::Never).then(|| reply_cache::Key::of(&req, plan.shape));
     if let Some(answer) = cache_key.as_ref().and_then(reply_cache::get) {
         stats::bump(&stats::READS);
         return Ok(reply_kept(ctx, answer.as_deref(), with_stamp));
-    }
-    if let Some(doc) = cache_key.as_ref().and_then(|key| fold_here(&req, key)) {
-        stats::bump(&stats::READS);
-        return Ok(reply_kept(ctx, Some(&doc), with_stamp));
     }
     let client = state::client()?;
     client.check_room()?;
@@ -138,22 +141,104 @@ pub fn read(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     Ok(RedisValue::NoReply)
 }
 
-/// The document `req` plans, folded here on the main thread, when the
-/// catalog's last answer is a prefix of the plan and every delta since was
-/// indexed by this node in a built-in mode, with at most
-/// [`reply_cache::FOLD_BYTES`] of text; kept under `key`. `None`: ask the
-/// sidecar (which alone reads the store, so a body lost there is reported
-/// by the first read that has to fetch it).
-fn fold_here(req: &Read, key: &reply_cache::Key) -> Option<String> {
-    let p = reply_cache::prefix(req)?;
-    let news = &req.deltas[req.deltas.len() - p.bodies.len()..];
+/// A read answered from the reply cache without reading the index's
+/// entries (reply_cache.rs, [`reply_cache::relate`]): the catalog is
+/// unchanged since its newest kept answer (any `PATH`), or it only gained
+/// deltas this node wrote, which are folded here onto that answer (whole
+/// document). `None`: plan the read in full. Not for `AT` or `SNAP`.
+fn answer_kept(
+    ctx: &Context,
+    cat: &str,
+    read_path: Option<&str>,
+    snap: Option<bool>,
+    with_stamp: bool,
+) -> Result<Option<RedisValue>, LakeError> {
+    if config::reply_cache_bytes() == 0 {
+        return Ok(None);
+    }
+    let idx = catalog::index_key(cat);
+    let base = zset::last_at_or_below(ctx, &catalog::snap_key(cat), f64::INFINITY)?;
+    let base_uuid = base
+        .as_ref()
+        .map(|e| member::decode_snap(&e.member))
+        .transpose()?;
+    let covers = base.as_ref().map_or(0, |e| e.score);
+    let newest = zset::last_at_or_below(ctx, &idx, f64::INFINITY)?;
+    let newest_uuid = newest
+        .as_ref()
+        .map(|e| member::decode(&e.member).map(|(_, u)| u))
+        .transpose()?;
+    let shape = Shape {
+        total: zset::len(ctx, &idx)?,
+        newest: newest.as_ref().map_or(0, |e| e.score),
+    };
+    let now = Now {
+        catalog: cat,
+        base: base_uuid,
+        fence: read_fence(ctx, cat)?,
+        shape,
+        newest: newest_uuid,
+    };
+    match reply_cache::relate(&now) {
+        Some(Kept::Same(k)) if policy(ctx, snap, k.deltas()) == SnapshotPolicy::Never => {
+            let Some(answer) = reply_cache::hit(&k.at_path(read_path.map(str::to_string))) else {
+                return Ok(None);
+            };
+            stats::bump(&stats::READS);
+            let stamp = if k.deltas() > 0 { shape.newest } else { covers };
+            Ok(Some(reply_kept(
+                ctx,
+                answer.as_deref(),
+                with_stamp.then_some(stamp),
+            )))
+        }
+        Some(Kept::Grew(k)) if read_path.is_none() => {
+            let rows = zset::after(ctx, &idx, Some(k.shape().newest.max(covers)), f64::INFINITY)?;
+            if rows.len() != shape.total - k.shape().total
+                || policy(ctx, snap, k.deltas() + rows.len()) != SnapshotPolicy::Never
+            {
+                return Ok(None);
+            }
+            let (mut fields, mut news) = (Vec::new(), Vec::new());
+            for e in &rows {
+                let (field, uuid) = member::decode(&e.member)?;
+                fields.push(field.to_string());
+                news.push(uuid.to_string());
+            }
+            let Some(doc) = fold_here(&k, &fields, &news, shape) else {
+                return Ok(None);
+            };
+            stats::bump(&stats::READS);
+            Ok(Some(reply_kept(
+                ctx,
+                Some(&doc),
+                with_stamp.then_some(shape.newest),
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The document of `k`'s answer with `news` (uuids, of deltas at `fields`)
+/// folded on, here on the main thread, when every one of them was indexed
+/// by this node in a built-in mode and there are at most
+/// [`reply_cache::FOLD_BYTES`] of text; kept in place of `k`'s answer.
+/// `None`: ask the sidecar (which alone reads the store, so a body lost
+/// there is reported by the first read that has to fetch it).
+fn fold_here(
+    k: &reply_cache::Key,
+    fields: &[String],
+    news: &[String],
+    shape: Shape,
+) -> Option<String> {
+    let p = reply_cache::prefix(k, news)?;
     let bytes = p.text.len() + p.bodies.iter().map(|b| b.value.len()).sum::<usize>();
     if bytes > reply_cache::FOLD_BYTES {
         return None;
     }
-    let paths = news
+    let paths = fields
         .iter()
-        .map(|d| path::parse(&d.field).ok())
+        .map(|f| path::parse(f).ok())
         .collect::<Option<Vec<_>>>()?;
     let deltas: Vec<TextDelta> = p
         .bodies
@@ -166,7 +251,7 @@ fn fold_here(req: &Read, key: &reply_cache::Key) -> Option<String> {
         })
         .collect();
     let doc = native::extend(&p.text, &deltas).ok()?;
-    reply_cache::advance(&p, key.clone(), Arc::from(doc.as_str()));
+    reply_cache::advance(&p, k.grown(news, shape), Arc::from(doc.as_str()));
     reply_cache::FOLDS.fetch_add(1, Ordering::Relaxed);
     Some(doc)
 }
@@ -178,6 +263,8 @@ pub(crate) struct Plan {
     pub read: Option<Read>,
     /// The stamp the document reflects (0 when empty).
     pub stamp: i64,
+    /// The whole index's shape (the reply cache's key needs it).
+    pub shape: Shape,
 }
 
 /// The newest snapshot at or below `at`, then the deltas after it, and the
@@ -229,19 +316,20 @@ pub(crate) fn plan(
         .map(|d| d.stamp)
         .or(base.as_ref().map(|b| b.covers))
         .unwrap_or(0);
+    let idx = catalog::index_key(cat);
+    let shape = Shape {
+        total: zset::len(ctx, &idx)?,
+        newest: zset::last_score(ctx, &idx)?.unwrap_or(0),
+    };
     if base.is_none() && deltas.is_empty() {
-        return Ok(Plan { read: None, stamp });
+        return Ok(Plan {
+            read: None,
+            stamp,
+            shape,
+        });
     }
     let fence = read_fence(ctx, cat)?;
-    let every = config::snapshot_every();
-    let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
-    let policy = match snap {
-        _ if on_replica => SnapshotPolicy::Never,
-        Some(true) => SnapshotPolicy::Now,
-        Some(false) => SnapshotPolicy::Never,
-        None if every > 0 && deltas.len() >= every => SnapshotPolicy::Background,
-        None => SnapshotPolicy::Never,
-    };
+    let policy = policy(ctx, snap, deltas.len());
     Ok(Plan {
         read: Some(Read {
             catalog: cat.to_string(),
@@ -252,7 +340,22 @@ pub(crate) fn plan(
             fence,
         }),
         stamp,
+        shape,
     })
+}
+
+/// Whether a read with `deltas` after its snapshot builds one: `SNAP`
+/// now, `NOSNAP` never, otherwise in the background from `snapshot-every`
+/// deltas on; never on a replica.
+fn policy(ctx: &Context, snap: Option<bool>, deltas: usize) -> SnapshotPolicy {
+    let every = config::snapshot_every();
+    match snap {
+        _ if ctx.get_flags().contains(ContextFlags::SLAVE) => SnapshotPolicy::Never,
+        Some(true) => SnapshotPolicy::Now,
+        Some(false) => SnapshotPolicy::Never,
+        None if every > 0 && deltas >= every => SnapshotPolicy::Background,
+        None => SnapshotPolicy::Never,
+    }
 }
 
 /// Replies a document the reply cache holds straight from its bytes (no

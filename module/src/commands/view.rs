@@ -37,12 +37,13 @@ pub fn view(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeErr
     })?;
     check_can_block(ctx, "LAKE.VIEW")?;
     owner::check_command(ctx, cat, Op::Read)?;
-    let Some(read) = plan(ctx, cat, None, None, None)?.read else {
+    let plan = plan(ctx, cat, None, None, None)?;
+    let Some(read) = plan.read else {
         return Ok(RedisValue::Null);
     };
     // Unchanged since the last call: answered here (see reply_cache.rs).
-    let cache_key =
-        (read.snapshot == SnapshotPolicy::Never).then(|| reply_cache::Key::of_view(&read, &name));
+    let cache_key = (read.snapshot == SnapshotPolicy::Never)
+        .then(|| reply_cache::Key::of_view(&read, plan.shape, &name));
     if let Some(answer) = cache_key.as_ref().and_then(reply_cache::get) {
         stats::bump(&stats::READS);
         return Ok(answer.map_or(RedisValue::Null, |t| RedisValue::BulkString(t.to_string())));
