@@ -79,9 +79,10 @@ struct Args {
     /// `--clients` (default here: 1,50).
     #[arg(long)]
     apps: bool,
-    /// Only measure "LAKE.READ, 8 new deltas since the last read" at
-    /// `--clients` (default here: 50), this many rounds, against `GET` of
-    /// the same bytes: for A/B runs of the warm merge path.
+    /// Only measure "LAKE.READ, 8 new deltas since the last read" and a
+    /// hot read (an unchanged snapshot+8 catalog) at `--clients` (default
+    /// here: 50), this many rounds, against `GET` of the same bytes: for
+    /// A/B runs of the read paths.
     #[arg(long)]
     fresh: Option<usize>,
     /// Only measure `LAKE.WRITE` of 1 KB on local:// at `--clients`
@@ -333,8 +334,8 @@ fn fresh_only(clients: &[usize], rounds: usize) {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("| clients | round | 8 new deltas, reads/s (p50/p99) | GET same bytes | ratio |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| clients | round | 8 new deltas, reads/s (p50/p99) | unchanged (hot), reads/s | GET same bytes | ratios |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for &n in clients {
         for round in 0..rounds {
             let prefix = format!("fresh{n}-{round}-");
@@ -351,6 +352,12 @@ fn fresh_only(clients: &[usize], rounds: usize) {
                 where_time_goes(&before, &timings(&lake), r.ops);
                 r
             });
+            let hot = rt.block_on(load::run(
+                lake.port,
+                n,
+                1.0,
+                fixed(&[b"LAKE.READ", b"r8", b"NOSNAP"]),
+            ));
             let get = rt.block_on(load::run(
                 lake.port,
                 n,
@@ -358,10 +365,12 @@ fn fresh_only(clients: &[usize], rounds: usize) {
                 fixed(&[b"GET", b"bench:doc8"]),
             ));
             println!(
-                "| {n} | {round} | {} | {:.0} | {:.2} x |",
+                "| {n} | {round} | {} | {} | {:.0} | {:.2} x, hot {:.2} x |",
                 fmt_cell(&r),
+                fmt_cell(&hot),
                 get.rps,
-                r.rps / get.rps.max(1.0)
+                r.rps / get.rps.max(1.0),
+                hot.rps / get.rps.max(1.0)
             );
         }
     }
