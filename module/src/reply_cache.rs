@@ -190,14 +190,19 @@ pub struct Body {
 }
 
 impl Body {
-    /// The body of a write of `value` in `mode` (normalised), when it is
-    /// worth keeping for the read fold: the cache is on, the value small
-    /// and UTF-8, the mode built in. Its uuid is filled in once indexed.
-    pub fn of(value: &[u8], mode: &str) -> Option<Body> {
+    /// The body of a write of `value` in `mode` (normalised) to `cat`, when
+    /// it is worth keeping for the read fold: the catalog has an answer to
+    /// fold it onto (else nothing is copied: a write-only catalog costs the
+    /// main thread nothing here), the value is small and UTF-8, the mode
+    /// built in. Its uuid is filled in once indexed.
+    pub fn of(cat: &str, value: &[u8], mode: &str) -> Option<Body> {
         if value.len() > FOLD_BYTES || config::reply_cache_bytes() == 0 {
             return None;
         }
         let mode = mode::BUILTINS.into_iter().find(|m| *m == mode)?;
+        if !with(|c| c.latest.contains_key(cat)) {
+            return None;
+        }
         let value = std::str::from_utf8(value).ok()?.to_string();
         Some(Body {
             uuid: String::new(),

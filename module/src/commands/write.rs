@@ -59,7 +59,7 @@ pub fn write(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue, LakeEr
     }
     let mode = mode.unwrap_or_else(|| "set".to_string());
     // Kept for reads folded on the main thread (reply_cache.rs), once indexed.
-    let body = reply_cache::Body::of(args[3].as_slice(), &mode);
+    let body = reply_cache::Body::of(cat, args[3].as_slice(), &mode);
     if let Some(expected) = if_stamp {
         // Fail fast: no object stored for a write that cannot win.
         check_stamp(ctx, cat, expected)?;
