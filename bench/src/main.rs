@@ -352,12 +352,14 @@ fn fresh_only(clients: &[usize], rounds: usize) {
                 where_time_goes(&before, &timings(&lake), r.ops);
                 r
             });
+            let before = timings(&lake);
             let hot = rt.block_on(load::run(
                 lake.port,
                 n,
                 1.0,
                 fixed(&[b"LAKE.READ", b"r8", b"NOSNAP"]),
             ));
+            where_time_goes(&before, &timings(&lake), hot.ops);
             let get = rt.block_on(load::run(
                 lake.port,
                 n,

@@ -131,14 +131,15 @@ pub struct Now<'a> {
     pub newest: Option<&'a str>,
 }
 
-/// How the index now stands to the catalog's newest whole-document answer.
+/// How the index now stands to the catalog's newest whole-document answer
+/// (the key it is kept under, shared with the cache: no strings copied).
 pub enum Kept {
     /// Nothing changed since `0` was answered.
-    Same(Key),
+    Same(Arc<Key>),
     /// Entries were added after `0`'s newest, nothing else changed (as
     /// far as the snapshot, the fence and the newest stamp tell: the caller
     /// reads the new entries and checks they account for the whole growth).
-    Grew(Key),
+    Grew(Arc<Key>),
 }
 
 /// Relates `now` to the newest whole-document answer kept for its catalog.
@@ -220,18 +221,19 @@ impl Body {
 /// the writes this node indexed in it since (commit order, which is stamp
 /// order), at most [`FOLD_BYTES`] of them.
 struct Latest {
-    key: Key,
+    key: Arc<Key>,
     pending: Vec<Arc<Body>>,
     bytes: usize,
 }
 
 #[derive(Default)]
 struct Inner {
-    answers: HashMap<Key, Entry>,
+    /// Keys are shared with `order` and `latest`: a hit copies no string.
+    answers: HashMap<Arc<Key>, Entry>,
     /// Catalog -> its [`Latest`]; its key is always in `answers`.
     latest: HashMap<String, Latest>,
     /// Last use -> key, oldest first.
-    order: BTreeMap<u64, Key>,
+    order: BTreeMap<u64, Arc<Key>>,
     bytes: usize,
     clock: u64,
 }
@@ -246,10 +248,12 @@ impl Inner {
     fn touch(&mut self, key: &Key) -> Option<Answer> {
         let now = self.tick();
         let e = self.answers.get_mut(key)?;
-        self.order.remove(&e.used);
-        e.used = now;
-        self.order.insert(now, key.clone());
-        Some(e.answer.clone())
+        let used = std::mem::replace(&mut e.used, now);
+        let answer = e.answer.clone();
+        if let Some(k) = self.order.remove(&used) {
+            self.order.insert(now, k);
+        }
+        Some(answer)
     }
 
     /// Forgets the answer under `key` (and the catalog's pending bodies
@@ -259,7 +263,11 @@ impl Inner {
             self.order.remove(&e.used);
             self.bytes -= e.bytes;
         }
-        if self.latest.get(&key.catalog).is_some_and(|l| l.key == *key) {
+        if self
+            .latest
+            .get(&key.catalog)
+            .is_some_and(|l| *l.key == *key)
+        {
             if let Some(l) = self.latest.remove(&key.catalog) {
                 self.bytes -= l.bytes;
             }
@@ -288,6 +296,7 @@ impl Inner {
             self.bytes -= old.bytes;
         }
         self.make_room(bytes, budget);
+        let key = Arc::new(key);
         if key.view.is_none() && key.path.is_none() && answer.is_some() {
             match self.latest.get_mut(&key.catalog) {
                 Some(l) => l.key = key.clone(),
@@ -378,7 +387,7 @@ pub fn put_body(cat: &str, body: Body) {
 /// prefix of it, and the bodies of the rest.
 pub struct Prefix {
     /// Where the answer is kept.
-    pub key: Key,
+    pub key: Arc<Key>,
     pub text: Arc<str>,
     /// The bodies of the plan's deltas after the answer's, in order.
     pub bodies: Vec<Arc<Body>>,
@@ -388,7 +397,7 @@ pub struct Prefix {
 /// bodies of `news`, the uuids appended since, all of them or `None`.
 pub fn prefix(key: &Key, news: &[String]) -> Option<Prefix> {
     with(|c| {
-        let l = c.latest.get(&key.catalog).filter(|l| l.key == *key)?;
+        let l = c.latest.get(&key.catalog).filter(|l| *l.key == *key)?;
         let mut bodies = Vec::with_capacity(news.len());
         let mut from = 0;
         for uuid in news {
@@ -396,12 +405,9 @@ pub fn prefix(key: &Key, news: &[String]) -> Option<Prefix> {
             bodies.push(l.pending[at].clone());
             from = at + 1;
         }
-        let text = c.touch(key).flatten()?;
-        Some(Prefix {
-            key: key.clone(),
-            text,
-            bodies,
-        })
+        let key = l.key.clone();
+        let text = c.touch(&key).flatten()?;
+        Some(Prefix { key, text, bodies })
     })
 }
 

@@ -146,6 +146,16 @@ pub fn last_at_or_below(ctx: &Context, name: &str, max: f64) -> Result<Option<El
     }
 }
 
+/// The element with the highest score and how many there are, from one
+/// opening of the key (a hot read asks both of the index).
+pub fn last_and_len(ctx: &Context, name: &str) -> Result<(Option<Element>, usize), LakeError> {
+    let Some(r) = range(ctx, name, Bound::LOWEST, upto(f64::INFINITY), true)? else {
+        return Ok((None, 0));
+    };
+    let n = unsafe { raw::RedisModule_ValueLength.map_or(0, |f| f(r.ptr())) };
+    Ok((element(ctx, r.ptr())?, n))
+}
+
 /// The highest score in `name`.
 pub fn last_score(ctx: &Context, name: &str) -> Result<Option<i64>, LakeError> {
     Ok(last_at_or_below(ctx, name, f64::INFINITY)?.map(|e| e.score))

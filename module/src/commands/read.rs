@@ -163,13 +163,13 @@ fn answer_kept(
         .map(|e| member::decode_snap(&e.member))
         .transpose()?;
     let covers = base.as_ref().map_or(0, |e| e.score);
-    let newest = zset::last_at_or_below(ctx, &idx, f64::INFINITY)?;
+    let (newest, total) = zset::last_and_len(ctx, &idx)?;
     let newest_uuid = newest
         .as_ref()
         .map(|e| member::decode(&e.member).map(|(_, u)| u))
         .transpose()?;
     let shape = Shape {
-        total: zset::len(ctx, &idx)?,
+        total,
         newest: newest.as_ref().map_or(0, |e| e.score),
     };
     let now = Now {
@@ -181,7 +181,11 @@ fn answer_kept(
     };
     match reply_cache::relate(&now) {
         Some(Kept::Same(k)) if policy(ctx, snap, k.deltas()) == SnapshotPolicy::Never => {
-            let Some(answer) = reply_cache::hit(&k.at_path(read_path.map(str::to_string))) else {
+            let answer = match read_path {
+                None => reply_cache::hit(&k),
+                Some(p) => reply_cache::hit(&k.at_path(Some(p.to_string()))),
+            };
+            let Some(answer) = answer else {
                 return Ok(None);
             };
             stats::bump(&stats::READS);
