@@ -150,7 +150,10 @@ fn completions_during_client_pause_wait_for_unpause() {
         timeout_ms: 10_000,
         ..Options::default()
     });
-    let threads = writes_in_flight(&lake, 8);
+    // Three event-loop turns' worth of releases (the module releases 8
+    // parked commits per turn).
+    let n = 24;
+    let threads = writes_in_flight(&lake, n);
     let mut c = lake.con();
     let _: String = redis::cmd("CLIENT")
         .arg("PAUSE")
@@ -160,7 +163,7 @@ fn completions_during_client_pause_wait_for_unpause() {
         .unwrap();
     lake.signal_sidecar("CONT");
     wait_for("the objects to be stored", Duration::from_secs(10), || {
-        lake.objects().len() == 8
+        lake.objects().len() == n
     });
     // The answers are back; while writes are paused nothing is indexed.
     let until = Instant::now() + Duration::from_millis(300);
@@ -177,7 +180,7 @@ fn completions_during_client_pause_wait_for_unpause() {
         acks.push((f, r.expect("the write completes after the pause")));
     }
     let index = zrange(&mut c, "catalog:{paused}");
-    assert_eq!(index.len(), 8);
+    assert_eq!(index.len(), n);
     for (f, (uuid, stamp)) in acks {
         assert!(index.contains(&(format!("{f}:{uuid}"), stamp)));
     }
