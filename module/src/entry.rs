@@ -444,6 +444,24 @@ pub extern "C" fn journal_timer(ctx: *mut raw::RedisModuleCtx, _: *mut c_void) {
     guard("journal-arm", || (), || journal::start(&context));
 }
 
+/// `RM_Scan`'s callback for the journal's keyspace walk: one key.
+pub extern "C" fn journal_key(
+    _: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    found: *mut c_void,
+) {
+    guard(
+        "journal-scan",
+        || (),
+        || {
+            if let Some(found) = unsafe { found.cast::<Vec<String>>().as_mut() } {
+                journal::scanned(keyname, key, found);
+            }
+        },
+    );
+}
+
 /// A `LAKE.GC` walk's step timer; a panic ends the walk with an error.
 pub extern "C" fn gc_timer(ctx: *mut raw::RedisModuleCtx, _: *mut c_void) {
     let context = Context::new(ctx);

@@ -18,8 +18,9 @@
 //!   applies once (same catalog and stream id).
 //! - Streams live under the catalog's hash tag: a new primary, a restarted
 //!   node or a slot's new owner has every unshipped entry of the index it
-//!   holds, and finds the streams by a `SCAN` that never stops (one page per
-//!   tick), not only from what this process recorded.
+//!   holds, and finds the streams by a walk of the keyspace that never
+//!   stops (a slice of at most [`SCAN_BUDGET`] per tick), not only from
+//!   what this process recorded.
 //! - Runs on a primary only, never while writes are paused.
 //! - The stream stays (empty) after its entries are shipped: its last id
 //!   keeps the catalog's ids increasing across `DROP` and a clock step back.
@@ -34,7 +35,7 @@ use lake_shared::proto::{Request, Response, Ship};
 use lake_shared::{catalog, LakeError};
 use redis_module::{raw, Context, ContextFlags, RedisValue};
 
-use crate::commands::{call_replicated, value_string};
+use crate::commands::call_replicated;
 use crate::{config, entry, owner, reply, state};
 
 /// Entries one batch carries at most (and one tick reads at most): reading
@@ -43,12 +44,15 @@ use crate::{config, entry, owner, reply, state};
 pub const MAX_ENTRIES: usize = 2_000;
 /// How often the timer looks for work.
 const TICK: Duration = Duration::from_millis(50);
-/// Keys one `SCAN` page looks at.
-const SCAN_KEYS: &str = "1000";
-/// Complete `SCAN` cycles remembered (see [`shipped_since`]).
+/// Main-thread time one tick spends walking the keyspace for streams: a
+/// pause of Redis that stays under a millisecond however many keys it
+/// holds (the walk resumes where it stopped at the next tick), 1% of the
+/// main thread at most.
+const SCAN_BUDGET: Duration = Duration::from_micros(500);
+/// Complete walks remembered (see [`shipped_since`]).
 const CYCLES_KEPT: usize = 64;
-/// `SCAN` pages one tick reads when asked to ship soon.
-const SCAN_PAGES_SOON: usize = 20;
+/// The walk's time per tick while `LAKE.GC` waits for it.
+const SCAN_BUDGET_SOON: Duration = Duration::from_millis(2);
 
 const SENT: u8 = 1;
 const DONE: u8 = 2;
@@ -58,6 +62,10 @@ pub static RECORDED: AtomicU64 = AtomicU64::new(0);
 pub static SHIPPED: AtomicU64 = AtomicU64::new(0);
 pub static BATCHES: AtomicU64 = AtomicU64::new(0);
 pub static RECORD_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Complete keyspace walks for streams, and how long the last one took
+/// (`INFO lake`: how soon a stream left by another process is found).
+pub static WALKS: AtomicU64 = AtomicU64::new(0);
+pub static LAST_WALK_MS: AtomicU64 = AtomicU64::new(0);
 pub static SHIP_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// A batch on its way: for each catalog, the last id it carries.
@@ -81,17 +89,18 @@ struct Shipper {
     /// `LAKE.GC` waits for the backup to catch up: ship at the next tick
     /// and read more of the keyspace per tick to find every stream.
     soon: bool,
-    cursor: String,
+    /// The keyspace walk under way (`None`: the next tick begins one).
+    cursor: Option<ScanCursor>,
     /// The last shipping error, and one not logged yet.
     last_error: Option<String>,
     new_error: Option<String>,
     /// When the streams were last read to their ends for a batch that was
     /// then stored: everything recorded before is shipped.
     caught_up: Option<Instant>,
-    /// When the `SCAN` cycle under way began.
+    /// When the walk under way began.
     cycle_began: Option<Instant>,
-    /// The last complete `SCAN` cycles: when each began and ended. Every
-    /// stream that held entries when one began was found by its end.
+    /// The last complete walks: when each began and ended. Every stream
+    /// that held entries when one began was found by its end.
     cycles: VecDeque<(Instant, Instant)>,
 }
 
@@ -101,7 +110,7 @@ static SHIPPER: Mutex<Shipper> = Mutex::new(Shipper {
     last: None,
     next: false,
     soon: false,
-    cursor: String::new(),
+    cursor: None,
     last_error: None,
     new_error: None,
     caught_up: None,
@@ -146,10 +155,10 @@ fn failed_record(ctx: &Context, cat: &str, why: &str) {
     );
 }
 
-/// Whether every entry the streams held at `t` is shipped: a `SCAN` cycle
+/// Whether every entry the streams held at `t` is shipped: a walk
 /// begun after `t` has found every stream (also those another process
 /// wrote: before a restart, on a former primary), and a batch read after
-/// that cycle ended was stored with nothing left behind.
+/// that walk ended was stored with nothing left behind.
 pub fn shipped_since(t: Instant) -> bool {
     SHIPPER
         .lock()
@@ -225,11 +234,12 @@ pub fn tick(ctx: &Context) {
         }
     }
     // Asked to hurry (`LAKE.GC` waits): more of the keyspace per tick.
-    for _ in 0..if s.soon { SCAN_PAGES_SOON } else { 1 } {
-        if discover(ctx, &mut s) {
-            break;
-        }
-    }
+    let budget = if s.soon {
+        SCAN_BUDGET_SOON
+    } else {
+        SCAN_BUDGET
+    };
+    discover(ctx, &mut s, budget);
     let due = s.soon
         || s.next
         || s.last
@@ -368,62 +378,123 @@ fn trim(ctx: &Context, s: &mut Shipper, f: Flight) {
     }
 }
 
-/// One `SCAN` page for journal streams holding entries: after a restart, a
-/// failover or a slot import, they were recorded by another process.
-/// True when the page ended a cycle.
-fn discover(ctx: &Context, s: &mut Shipper) -> bool {
-    let cursor = if s.cursor.is_empty() {
+/// A keyspace walk (`RM_Scan`'s cursor), kept between ticks. Only the
+/// journal timer, on the main thread, uses it.
+struct ScanCursor(*mut raw::RedisModuleScanCursor);
+
+// Created, used and destroyed on the main thread only (under `SHIPPER`).
+unsafe impl Send for ScanCursor {}
+
+impl Drop for ScanCursor {
+    fn drop(&mut self) {
+        if let Some(destroy) = unsafe { raw::RedisModule_ScanCursorDestroy } {
+            unsafe { destroy(self.0) };
+        }
+    }
+}
+
+/// Walks the keyspace for journal streams that hold entries (written by
+/// another process too: before a restart, on a former primary, before a
+/// slot moved here) for at most `budget`, resuming the walk under way;
+/// marks their catalogs dirty. `RM_Scan` walks one hash bucket per call,
+/// so the slice ends on time whatever the keyspace holds; a `SCAN` page
+/// of 1,000 keys held the main thread 1.2-1.4 ms on a Redis of 300,000
+/// keys (20 pages a tick while `LAKE.GC` waited), which showed in every
+/// client's p99. A key costs about what it costs `SCAN`. Like `SCAN`, a
+/// complete walk returns every key that existed for all of it.
+fn discover(ctx: &Context, s: &mut Shipper, budget: Duration) {
+    let fns = unsafe { (raw::RedisModule_ScanCursorCreate, raw::RedisModule_Scan) };
+    let (Some(create), Some(scan)) = fns else {
+        return;
+    };
+    if s.cursor.is_none() {
+        let c = unsafe { create() };
+        if c.is_null() {
+            return;
+        }
+        s.cursor = Some(ScanCursor(c));
         s.cycle_began = Some(Instant::now());
-        "0".to_string()
-    } else {
-        s.cursor.clone()
+    }
+    let Some(cursor) = s.cursor.as_ref().map(|c| c.0) else {
+        return;
     };
-    let Ok(RedisValue::Array(mut parts)) = ctx.call(
-        "SCAN",
-        &[
-            cursor.as_str(),
-            "MATCH",
-            "catalog:{*}:journal",
-            "COUNT",
-            SCAN_KEYS,
-            "TYPE",
-            "stream",
-        ],
-    ) else {
-        return false;
+    let began = Instant::now();
+    let mut found: Vec<String> = Vec::new();
+    let mut calls = 0u32;
+    let ended = loop {
+        let more = unsafe {
+            scan(
+                ctx.ctx,
+                cursor,
+                Some(entry::journal_key),
+                (&mut found as *mut Vec<String>).cast(),
+            )
+        };
+        if more == 0 {
+            break true;
+        }
+        calls += 1;
+        if calls.is_multiple_of(64) && began.elapsed() >= budget {
+            break false;
+        }
     };
-    let keys = parts.pop().unwrap_or(RedisValue::Null);
-    s.cursor = parts
-        .pop()
-        .and_then(|c| value_string(c).ok())
-        .filter(|c| c != "0")
-        .unwrap_or_default();
-    let ended = s.cursor.is_empty();
     if ended {
+        s.cursor = None;
         if let Some(began) = s.cycle_began.take() {
             if s.cycles.len() == CYCLES_KEPT {
                 s.cycles.pop_front();
             }
             s.cycles.push_back((began, Instant::now()));
+            WALKS.fetch_add(1, Ordering::Relaxed);
+            let ms = began.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+            LAST_WALK_MS.store(ms, Ordering::Relaxed);
         }
     }
-    let RedisValue::Array(keys) = keys else {
-        return ended;
+    for cat in found {
+        if catalog::validate(&cat).is_ok() {
+            s.dirty.insert(cat);
+        }
+    }
+}
+
+/// One key of the walk ([`crate::entry::journal_key`]): a stream named
+/// `catalog:{<name>}:journal` that holds entries adds `<name>` to `found`.
+pub fn scanned(
+    keyname: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    found: &mut Vec<String>,
+) {
+    let fns = unsafe {
+        (
+            raw::RedisModule_StringPtrLen,
+            raw::RedisModule_KeyType,
+            raw::RedisModule_ValueLength,
+        )
     };
-    for k in keys {
-        let Ok(key) = value_string(k) else { continue };
-        let Some(cat) = key
-            .strip_prefix("catalog:{")
-            .and_then(|r| r.strip_suffix("}:journal"))
-        else {
-            continue;
-        };
-        if catalog::validate(cat).is_err() || s.dirty.contains(cat) {
-            continue;
+    let (Some(ptr_len), Some(kind), Some(len)) = fns else {
+        return;
+    };
+    let mut n = 0usize;
+    let name = unsafe {
+        let p = ptr_len(keyname, &mut n);
+        if p.is_null() {
+            return;
         }
-        if matches!(ctx.call("XLEN", &[key.as_str()]), Ok(RedisValue::Integer(n)) if n > 0) {
-            s.dirty.insert(cat.to_string());
-        }
+        std::slice::from_raw_parts(p.cast::<u8>(), n)
+    };
+    let Some(cat) = name
+        .strip_prefix(b"catalog:{")
+        .and_then(|r| r.strip_suffix(b"}:journal"))
+    else {
+        return;
+    };
+    if key.is_null() || unsafe { kind(key) } != raw::REDISMODULE_KEYTYPE_STREAM as i32 {
+        return;
     }
-    ended
+    if unsafe { len(key) } == 0 {
+        return;
+    }
+    if let Ok(cat) = std::str::from_utf8(cat) {
+        found.push(cat.to_string());
+    }
 }

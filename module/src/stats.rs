@@ -114,7 +114,9 @@ pub fn info(ctx: &InfoContext) -> RedisResult<()> {
         .field("journal_batches", get(&crate::journal::BATCHES))?
         .field("journal_catalogs_pending", pending as u64)?
         .field("journal_record_errors", get(&crate::journal::RECORD_ERRORS))?
-        .field("journal_ship_errors", get(&crate::journal::SHIP_ERRORS))?;
+        .field("journal_ship_errors", get(&crate::journal::SHIP_ERRORS))?
+        .field("journal_walks", get(&crate::journal::WALKS))?
+        .field("journal_last_walk_ms", get(&crate::journal::LAST_WALK_MS))?;
     if let Ok(mut windows) = LATENCY.lock() {
         let now = minute();
         for (name, w) in TIMED.iter().zip(windows.iter_mut()) {

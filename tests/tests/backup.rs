@@ -567,6 +567,19 @@ fn checkpoints_bound_the_journal_and_restore_the_same() {
     lake.assert_no_crash();
 }
 
+/// Ships a first write, then ships only once an hour: what is written
+/// next stays in the journal streams.
+fn ship_then_hold(lake: &Lake, c: &mut redis::Connection) {
+    write(c, "warm", "x", "1").unwrap();
+    lake.wait_shipped();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lake.ship-interval-ms")
+        .arg(3_600_000)
+        .query(c)
+        .unwrap();
+}
+
 /// Entries journaled but not shipped when Redis restarts are in its AOF;
 /// the restarted module finds their streams and ships them.
 #[test]
@@ -579,15 +592,7 @@ fn unshipped_changes_survive_a_redis_restart_from_aof() {
         ..Options::default()
     });
     let mut c = lake.con();
-    write(&mut c, "warm", "x", "1").unwrap();
-    lake.wait_shipped();
-    // Shipping once an hour from now on: what follows stays in the streams.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("lake.ship-interval-ms")
-        .arg(3_600_000)
-        .query(&mut c)
-        .unwrap();
+    ship_then_hold(&lake, &mut c);
     let mut acked = Vec::new();
     for i in 0..20 {
         let (uuid, stamp) = write(&mut c, "aof", &format!("f{i}"), "1").unwrap();
@@ -605,6 +610,63 @@ fn unshipped_changes_survive_a_redis_restart_from_aof() {
     assert_eq!(len, 20, "nothing shipped yet");
     lake.restart_redis();
     lake.wait_shipped();
+    flushall(&lake);
+    restore_ok(&lake, &lake.url(), &[]);
+    assert!(missing(&lake, &acked).is_empty());
+    lake.assert_no_crash();
+}
+
+/// The walk that finds streams left by another process takes a bounded
+/// slice of the main thread per tick and resumes where it stopped: among
+/// far more keys than one tick walks, a stream written before a restart
+/// is still found and shipped.
+#[test]
+fn unshipped_changes_are_found_among_many_keys() {
+    let mut lake = Lake::with(Options {
+        redis_args: ["--appendonly", "yes"].map(String::from).to_vec(),
+        ..Options::default()
+    });
+    let mut c = lake.con();
+    ship_then_hold(&lake, &mut c);
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let (uuid, stamp) = write(&mut c, "deep", &format!("f{i}"), "1").unwrap();
+        acked.push((
+            "deep".to_string(),
+            format!("f{i}:{uuid}"),
+            stamp,
+            Instant::now(),
+        ));
+    }
+    let mut pipe = redis::pipe();
+    for i in 0..60_000 {
+        pipe.cmd("SET").arg(format!("filler:{i}")).arg(i).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let stream = catalog::journal_key("deep");
+    let len =
+        |c: &mut redis::Connection| -> i64 { redis::cmd("XLEN").arg(&stream).query(c).unwrap() };
+    assert_eq!(len(&mut c), 5, "nothing shipped yet");
+    lake.restart_redis();
+    let mut c = lake.con();
+    let info = |c: &mut redis::Connection, field: &str| -> u64 {
+        let text: String = redis::cmd("INFO").arg("lake").query(c).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("lake_{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO lake has no {field}"))
+    };
+    wait_for(
+        "the stream to be shipped and a walk over every key to end",
+        Duration::from_secs(60),
+        || len(&mut c) == 0 && info(&mut c, "journal_walks") >= 1,
+    );
+    let walk = info(&mut c, "journal_last_walk_ms");
+    assert!(
+        walk > 50,
+        "a walk over 60,000 keys took {walk} ms: more than one tick's slice"
+    );
+    // What was shipped is in the store: the index comes back from it alone.
     flushall(&lake);
     restore_ok(&lake, &lake.url(), &[]);
     assert!(missing(&lake, &acked).is_empty());

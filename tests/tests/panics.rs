@@ -151,7 +151,7 @@ fn a_panic_in_the_event_loop_hooks_is_caught_and_commits_still_happen() {
 }
 
 #[test]
-fn a_panic_in_the_timer_or_info_is_caught_and_the_timer_keeps_running() {
+fn a_panic_in_the_timers_or_info_is_caught_and_the_timers_keep_running() {
     let lake = lake();
     let mut con = lake.con();
     let _: () = redis::cmd("CONFIG")
@@ -165,6 +165,24 @@ fn a_panic_in_the_timer_or_info_is_caught_and_the_timer_keeps_running() {
     // Re-armed after the panic: a second fault is met as well.
     arm(&mut con, "timer").expect("arm again");
     wait_caught(&lake, "timer", 2);
+
+    // The journal's keyspace walk calls back for every key.
+    write(&mut con, "walked", "f", "1").expect("write");
+    arm(&mut con, "journal-scan").expect("arm");
+    wait_caught(&lake, "journal-scan", 1);
+    let walks = |con: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("lake").query(con).expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("lake_journal_walks:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("journal_walks")
+    };
+    let before = walks(&mut con);
+    lake_tests::wait_for(
+        "the walk to go on",
+        std::time::Duration::from_secs(10),
+        || walks(&mut con) > before,
+    );
 
     arm(&mut con, "info").expect("arm");
     let _: String = redis::cmd("INFO")
