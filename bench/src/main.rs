@@ -16,6 +16,7 @@
 //! `--batch-inflight`).
 
 mod apps;
+mod cpu;
 mod load;
 mod raw;
 mod resp;
@@ -412,14 +413,17 @@ fn durable_redis(dir: &std::path::Path) -> (lake_tests::Reaped, u16) {
 
 /// `--writes`: `LAKE.WRITE` of 1 KB on local:// alone, `rounds` times per
 /// client count, next to `SET` of 1 KB on a Redis with `appendfsync
-/// always`, alternating, with where the sidecar's time goes per write.
+/// always`, alternating, with where the sidecar's time and the machine's CPU
+/// go per write.
 fn writes_only(clients: &[usize], rounds: usize, secs: f64) {
     let value = format!("\"{}\"", "x".repeat(1022));
     let lake = Lake::with(Options {
         store: StoreKind::Local,
         ..Options::default()
     });
-    let (_durable, durable_port) = durable_redis(&lake.dir.path().join("durable"));
+    let (durable, durable_port) = durable_redis(&lake.dir.path().join("durable"));
+    let lake_procs = [("redis", lake.redis_pid()), ("sidecar", lake.sidecar_pid())];
+    let set_procs = [("durable redis", durable.0.id())];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -433,16 +437,20 @@ fn writes_only(clients: &[usize], rounds: usize, secs: f64) {
                 let k = format!("bench:s:{}", (c as u64 + i) % 100);
                 encode(&[b"SET", k.as_bytes(), v.as_bytes()])
             });
+            let cpu = cpu::sample(&set_procs);
             let set = rt.block_on(load::run(durable_port, n, secs, set));
+            cpu::report("SET", &cpu, &cpu::sample(&set_procs), set.ops);
             let idle = ping_probe(lake.port, 1.0).join().expect("probe");
             let probe = ping_probe(lake.port, secs);
             let before = timings(&lake);
+            let cpu = cpu::sample(&lake_procs);
             let w = rt.block_on(load::run(
                 lake.port,
                 n,
                 secs,
                 lake::write(format!("w{round}"), value.clone()),
             ));
+            cpu::report("LAKE.WRITE", &cpu, &cpu::sample(&lake_procs), w.ops);
             where_time_goes(&before, &timings(&lake), w.ops);
             let loaded = probe.join().expect("probe");
             eprintln!(
