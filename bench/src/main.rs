@@ -86,6 +86,12 @@ struct Args {
     /// A/B runs of the read paths.
     #[arg(long)]
     fresh: Option<usize>,
+    /// Only measure an uncached `LAKE.READ` of snapshot+8 on `s3://`,
+    /// segments against one object per write, alternating, this many rounds
+    /// of `--secs` at `--clients` (default here: 50), with the object
+    /// store's GETs and the CPU per read: for the cold-read target.
+    #[arg(long)]
+    cold: Option<usize>,
     /// Only measure `LAKE.WRITE` of 1 KB on local:// at `--clients`
     /// (default here: 50), this many rounds of `--secs`, against `SET` on
     /// a Redis with `appendfsync always`: for A/B runs of the write path.
@@ -409,6 +415,64 @@ fn durable_redis(dir: &std::path::Path) -> (lake_tests::Reaped, u16) {
         i.contains("aof_rewrite_in_progress:0") && i.contains("aof_enabled:1")
     });
     (guard, port)
+}
+
+/// `--cold`: uncached reads of snapshot+8 on `s3://`, segments against one
+/// object per write (each Lake with its own S3 test server, both caches
+/// off), alternating, `rounds` times per client count.
+fn cold_only(clients: &[usize], rounds: usize, secs: f64) {
+    let value = format!("\"{}\"", "x".repeat(1022));
+    let uncached = |layout: &str| {
+        Lake::with(Options {
+            store: StoreKind::S3,
+            sidecar_args: ["--cache-mb", "0", "--layout", layout]
+                .map(String::from)
+                .to_vec(),
+            module_args: ["reply-cache-mb", "0"].map(String::from).to_vec(),
+            ..Options::default()
+        })
+    };
+    let (segments, objects) = (uncached("segments"), uncached("objects"));
+    for lake in [&segments, &objects] {
+        read_catalog(lake, "r8", 8, &value);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut ratios = Vec::new();
+    println!("| clients | round | uncached snapshot+8, segments, reads/s (p50/p99) | one object per write | ratio |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &n in clients {
+        for round in 0..rounds {
+            let cell = |lake: &Lake, name: &str| {
+                let procs = [
+                    ("redis", lake.redis_pid()),
+                    ("sidecar", lake.sidecar_pid()),
+                    ("s3 server", lake.s3_pid()),
+                ];
+                let (gets, cpu) = (lake.metric("store_gets_total"), cpu::sample(&procs));
+                let r = rt.block_on(load::run(lake.port, n, secs, lake::read("r8")));
+                cpu::report(name, &cpu, &cpu::sample(&procs), r.ops);
+                let per = (lake.metric("store_gets_total") - gets) as f64 / r.ops.max(1) as f64;
+                eprintln!("  {per:.2} GETs per read");
+                r
+            };
+            let seg = cell(&segments, "uncached read, segments");
+            let obj = cell(&objects, "uncached read, one object per write");
+            let ratio = seg.rps / obj.rps.max(1.0);
+            ratios.push(ratio);
+            println!(
+                "| {n} | {round} | {} | {} | {ratio:.2} x |",
+                fmt_cell(&seg),
+                fmt_cell(&obj)
+            );
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    if let Some(m) = ratios.get(ratios.len() / 2) {
+        println!("median ratio over {} rounds: {m:.2} x", ratios.len());
+    }
 }
 
 /// `--writes`: `LAKE.WRITE` of 1 KB on local:// alone, `rounds` times per
@@ -972,6 +1036,15 @@ fn main() {
             a.clients.clone()
         };
         fresh_only(&clients, rounds);
+        return;
+    }
+    if let Some(rounds) = a.cold {
+        let clients = if a.clients == [1, 8, 50, 200] {
+            vec![TARGET_CLIENTS]
+        } else {
+            a.clients.clone()
+        };
+        cold_only(&clients, rounds, a.secs);
         return;
     }
     if let Some(rounds) = a.writes {

@@ -651,9 +651,14 @@ impl Lake {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// The S3 server's process id (`s3://` stores only).
+    pub fn s3_pid(&self) -> u32 {
+        self.s3.as_ref().expect("S3 server running").child.id()
+    }
+
     /// Sends a signal (e.g. "STOP", "CONT") to the S3 server.
     pub fn signal_store(&self, sig: &str) {
-        let pid = self.s3.as_ref().expect("S3 server running").child.id();
+        let pid = self.s3_pid();
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(pid.to_string())
