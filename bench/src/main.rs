@@ -1020,40 +1020,30 @@ fn restore(n: u64, secs: f64) {
 
 fn main() {
     let mut a = Args::parse();
-    if a.apps {
-        let clients = if a.clients == [1, 8, 50, 200] {
-            vec![1, TARGET_CLIENTS]
+    // The one-cell modes measure at their own client counts unless
+    // `--clients` names others.
+    let default_clients = a.clients == [1, 8, 50, 200];
+    let clients_or = |own: &[usize]| {
+        if default_clients {
+            own.to_vec()
         } else {
             a.clients.clone()
-        };
-        apps::run(&clients, a.secs);
+        }
+    };
+    if a.apps {
+        apps::run(&clients_or(&[1, TARGET_CLIENTS]), a.secs);
         return;
     }
     if let Some(rounds) = a.fresh {
-        let clients = if a.clients == [1, 8, 50, 200] {
-            vec![TARGET_CLIENTS]
-        } else {
-            a.clients.clone()
-        };
-        fresh_only(&clients, rounds);
+        fresh_only(&clients_or(&[TARGET_CLIENTS]), rounds);
         return;
     }
     if let Some(rounds) = a.cold {
-        let clients = if a.clients == [1, 8, 50, 200] {
-            vec![TARGET_CLIENTS]
-        } else {
-            a.clients.clone()
-        };
-        cold_only(&clients, rounds, a.secs);
+        cold_only(&clients_or(&[TARGET_CLIENTS]), rounds, a.secs);
         return;
     }
     if let Some(rounds) = a.writes {
-        let clients = if a.clients == [1, 8, 50, 200] {
-            vec![TARGET_CLIENTS]
-        } else {
-            a.clients.clone()
-        };
-        writes_only(&clients, rounds, a.secs);
+        writes_only(&clients_or(&[TARGET_CLIENTS]), rounds, a.secs);
         return;
     }
     if let Some(n) = a.restore {
