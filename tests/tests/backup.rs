@@ -569,6 +569,21 @@ fn checkpoints_bound_the_journal_and_restore_the_same() {
 
 /// Ships a first write, then ships only once an hour: what is written
 /// next stays in the journal streams.
+/// Writes fields `f0`..`f<n-1>` of `cat`, each acknowledged.
+fn write_fields(c: &mut redis::Connection, cat: &str, n: usize) -> Vec<Acked> {
+    (0..n)
+        .map(|i| {
+            let (uuid, stamp) = write(c, cat, &format!("f{i}"), "1").unwrap();
+            (
+                cat.to_string(),
+                format!("f{i}:{uuid}"),
+                stamp,
+                Instant::now(),
+            )
+        })
+        .collect()
+}
+
 fn ship_then_hold(lake: &Lake, c: &mut redis::Connection) {
     write(c, "warm", "x", "1").unwrap();
     lake.wait_shipped();
@@ -593,16 +608,7 @@ fn unshipped_changes_survive_a_redis_restart_from_aof() {
     });
     let mut c = lake.con();
     ship_then_hold(&lake, &mut c);
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        let (uuid, stamp) = write(&mut c, "aof", &format!("f{i}"), "1").unwrap();
-        acked.push((
-            "aof".to_string(),
-            format!("f{i}:{uuid}"),
-            stamp,
-            Instant::now(),
-        ));
-    }
+    let acked = write_fields(&mut c, "aof", 20);
     let len: i64 = redis::cmd("XLEN")
         .arg(catalog::journal_key("aof"))
         .query(&mut c)
@@ -628,16 +634,7 @@ fn unshipped_changes_are_found_among_many_keys() {
     });
     let mut c = lake.con();
     ship_then_hold(&lake, &mut c);
-    let mut acked = Vec::new();
-    for i in 0..5 {
-        let (uuid, stamp) = write(&mut c, "deep", &format!("f{i}"), "1").unwrap();
-        acked.push((
-            "deep".to_string(),
-            format!("f{i}:{uuid}"),
-            stamp,
-            Instant::now(),
-        ));
-    }
+    let acked = write_fields(&mut c, "deep", 5);
     let mut pipe = redis::pipe();
     for i in 0..60_000 {
         pipe.cmd("SET").arg(format!("filler:{i}")).arg(i).ignore();
